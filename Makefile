@@ -1,0 +1,50 @@
+# The two commands of the Quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format stop check-deploy clean clean-data
+
+help:
+	@echo "make run          the whole platform on embedded PostgreSQL + NATS (http://127.0.0.1:8000)"
+	@echo "make test         the test suite against real PostgreSQL and nats-server processes"
+	@echo "make lint         ruff lint and format check"
+	@echo "make stop         stop embedded servers left running by standalone manage.py commands"
+	@echo "make clean-data   stop them and delete the data folder (.data)"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py runplatform
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+stop: $(STAMP)
+	$(BIN)/python -m orders_platform.embedded stop
+
+clean-data: stop
+	rm -rf .data
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

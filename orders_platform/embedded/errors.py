@@ -1,0 +1,2 @@
+class EmbeddedServiceError(RuntimeError):
+    """An embedded server could not be started or reached; the message says why and what to do."""

@@ -1,0 +1,93 @@
+import fcntl
+import os
+import sys
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from orders_platform.embedded import dev
+from orders_platform.embedded.procs import port_in_use
+from orders_platform.processes import platform_programs
+from orders_platform.supervisor import Supervisor
+
+DEV_SUPERUSER = ("admin", "admin")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole platform in the foreground (what `make run` does): migrate, create the "
+        "development superuser, seed the catalogue, then supervise the web server, Celery and every "
+        "other long-running process. Ctrl-C stops everything, embedded servers included."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("WEB_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
+        parser.add_argument("--keep-services", action="store_true", help="leave embedded servers running at exit")
+
+    def handle(self, *args, host, port, keep_services, **options):
+        lock = self._single_instance()
+        if port_in_use(port, host):
+            raise CommandError(
+                f"port {host}:{port} is already in use, so the web server cannot start; "
+                f"stop what listens there or choose another port: make run WEB_PORT={port + 1}"
+            )
+        call_command("migrate", interactive=False, verbosity=1)
+        if settings.DEBUG:
+            self._ensure_dev_superuser()
+        call_command("seed_catalogue")
+
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+            "DATABASE_URL": os.environ.get("DATABASE_URL") or dev.database_url(settings.DATA_DIR),
+            "NATS_URL": ",".join(settings.NATS["SERVERS"]),
+        }
+        self.stdout.write(
+            f"\nOrders platform on http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n"
+            f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\nCtrl-C stops everything.\n"
+        )
+        self.stdout.flush()
+        try:
+            code = Supervisor(platform_programs(host=host, port=port), env=env).run()
+        finally:
+            if not keep_services:
+                self._stop_embedded()
+            lock.close()
+        sys.exit(code)
+
+    def _single_instance(self):
+        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        handle = (settings.DATA_DIR / "runplatform.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise CommandError(
+                f"the platform is already running from this data folder ({settings.DATA_DIR}, "
+                f"pid {handle.read().strip() or '?'}); stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def _ensure_dev_superuser(self):
+        username, password = DEV_SUPERUSER
+        User = get_user_model()
+        if not User.objects.filter(username=username).exists():
+            User.objects.create_superuser(username=username, email="admin@localhost", password=password)
+            self.stdout.write(f"created development superuser {username!r} with password {password!r}")
+        else:
+            self.stdout.write(f"development superuser: {username!r} (password {password!r} unless you changed it)")
+
+    def _stop_embedded(self):
+        """Stop the embedded servers this run used (those whose URL was not given)."""
+        stopped = dev.stop(
+            settings.DATA_DIR, postgres=not os.environ.get("DATABASE_URL"), nats=not os.environ.get("NATS_URL")
+        )
+        if stopped:
+            self.stdout.write(f"stopped embedded {' and '.join(stopped)}")

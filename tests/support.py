@@ -1,0 +1,56 @@
+"""Helpers for tests that run the platform's own commands as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from orders_platform.embedded.procs import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Variables a developer's shell may carry that would change what a child process configures.
+_PLATFORM_VARIABLES = (
+    "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "NATS_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG",
+    "ALLOWED_HOSTS", "PLATFORM_DATA_DIR", "WEB_PORT",
+)  # fmt: skip
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without the platform's variables, plus ``overrides``."""
+    env = {key: value for key, value in os.environ.items() if key not in _PLATFORM_VARIABLES}
+    env.update(overrides)
+    return env
+
+
+def manage(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def http_status(url: str, timeout: float = 5) -> int | None:
+    """The HTTP status of GET ``url``, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_for_status(url: str, status: int, timeout: float) -> bool:
+    return wait_until(lambda: http_status(url, timeout=2) == status, timeout=timeout, interval=0.2)
