@@ -19,6 +19,10 @@ from django.views.decorators.http import require_GET
 from apps.eventbus.connection import connect
 
 
+class NatsUnavailable(Exception):
+    pass
+
+
 @never_cache
 @require_GET
 def healthz(request):
@@ -43,15 +47,34 @@ def check_database() -> None:
 
 
 def check_nats() -> None:
-    asyncio.run(_check_nats(settings.READINESS_TIMEOUT))
+    timeout = settings.READINESS_TIMEOUT
+    servers = ", ".join(settings.NATS["SERVERS"]) or "(none configured)"
+    try:
+        asyncio.run(asyncio.wait_for(_check_nats(timeout), timeout=2 * timeout))
+    except TimeoutError:
+        raise NatsUnavailable(f"no answer from {servers} within {2 * timeout:g}s") from None
+    except Exception as exc:  # noqa: BLE001 - reported with the servers it concerns
+        raise NatsUnavailable(f"{type(exc).__name__}: {exc} [{servers}]") from None
 
 
 async def _check_nats(timeout: float) -> None:
-    client = await connect(connect_timeout=timeout, allow_reconnect=False, disconnected_cb=None)
+    # nats-py retries the first connect forever with max_reconnect_attempts=0: one retry, then give up.
+    client = await connect(
+        connect_timeout=timeout,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.05,
+        error_cb=_ignore,
+        disconnected_cb=None,
+    )
     try:
         await client.jetstream(timeout=timeout).account_info()
     finally:
         await client.close()
+
+
+async def _ignore(_exc: Exception) -> None:
+    """The probe reports its failure itself; no per-attempt log lines."""
 
 
 def _timed(check) -> dict:

@@ -29,34 +29,37 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, keep_services, **options):
         lock = self._single_instance()
-        if port_in_use(port, host):
-            raise CommandError(
-                f"port {host}:{port} is already in use, so the web server cannot start; "
-                f"stop what listens there or choose another port: make run WEB_PORT={port + 1}"
-            )
-        call_command("migrate", interactive=False, verbosity=1)
-        if settings.DEBUG:
-            self._ensure_dev_superuser()
-        call_command("seed_catalogue")
-
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-            "DATABASE_URL": os.environ.get("DATABASE_URL") or dev.database_url(settings.DATA_DIR),
-            "NATS_URL": ",".join(settings.NATS["SERVERS"]),
-        }
-        self.stdout.write(
-            f"\nOrders platform on http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n"
-            f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\nCtrl-C stops everything.\n"
-        )
-        self.stdout.flush()
+        code = 1
         try:
+            if port_in_use(port, host):
+                raise CommandError(
+                    f"port {host}:{port} is already in use, so the web server cannot start; "
+                    f"stop what listens there or choose another port: make run WEB_PORT={port + 1}"
+                )
+            self._prepare()
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+                "DATABASE_URL": os.environ.get("DATABASE_URL") or dev.database_url(settings.DATA_DIR),
+                "NATS_URL": ",".join(settings.NATS["SERVERS"]),
+            }
+            self.stdout.write(
+                f"\nOrders platform on http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n"
+                f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\nCtrl-C stops everything.\n"
+            )
+            self.stdout.flush()
             code = Supervisor(platform_programs(host=host, port=port), env=env).run()
         finally:
             if not keep_services:
                 self._stop_embedded()
             lock.close()
         sys.exit(code)
+
+    def _prepare(self):
+        call_command("migrate", interactive=False, verbosity=1)
+        if settings.DEBUG:
+            self._ensure_dev_superuser()
+        call_command("seed_catalogue")
 
     def _single_instance(self):
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)

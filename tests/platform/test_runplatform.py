@@ -1,0 +1,106 @@
+"""``make run``'s command end to end: embedded PostgreSQL and NATS in a fresh data folder,
+migrations, the admin served, a clean stop with nothing left running, a fast second start."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from orders_platform.embedded import dev
+from orders_platform.embedded.procs import LOOPBACK, free_port, pid_alive, wait_until
+from tests.platform.test_supervisor import Output
+from tests.support import PYTHON, ROOT, clean_env, http_status, manage, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+
+def platform_env(data_dir):
+    return clean_env(DJANGO_SETTINGS_MODULE="orders_platform.settings.development", PLATFORM_DATA_DIR=str(data_dir))
+
+
+def start_platform(data_dir, port) -> tuple[subprocess.Popen, Output]:
+    process = subprocess.Popen(
+        [PYTHON, "manage.py", "runplatform", "--port", str(port)],
+        cwd=ROOT,
+        env=platform_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    return process, Output(process)
+
+
+def every_pid(process: subprocess.Popen, data_dir) -> set[int]:
+    """The platform's process tree plus the embedded servers (which run in their own sessions)."""
+    pids = {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+    for server in (dev.postgres_server(data_dir), dev.nats_server(data_dir)):
+        pids.add(server.pid())
+    return pids
+
+
+def stop(process: subprocess.Popen, sig: int) -> int:
+    process.send_signal(sig)
+    return process.wait(timeout=60)
+
+
+def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://{LOOPBACK}:{port}"
+
+    started = time.monotonic()
+    process, output = start_platform(data_dir, port)
+    try:
+        assert wait_for_status(f"{base}/admin/login/", 200, timeout=180), "\n".join(output.lines)
+        first_start = time.monotonic() - started
+        assert http_status(f"{base}/readyz") == 200
+        output.wait_for("created development superuser 'admin' with password 'admin'")
+        output.wait_for(r"catalogue: 10 product\(s\) added")
+        output.wait_for(r"^web +\| ")
+        output.wait_for(r"^worker +\| .*ready")
+        pids = every_pid(process, data_dir)
+        assert None not in pids and len(pids) >= 5
+
+        second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
+        assert second.returncode != 0 and "already running" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        code = stop(process, signal.SIGTERM)
+    assert code == 0, "\n".join(output.lines)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10), [
+        pid for pid in pids if pid_alive(pid)
+    ]
+    assert (data_dir / "postgres" / "PG_VERSION").exists(), "the data folder is kept"
+
+    started = time.monotonic()
+    process, output = start_platform(data_dir, port)
+    try:
+        assert wait_for_status(f"{base}/admin/login/", 200, timeout=120), "\n".join(output.lines)
+        second_start = time.monotonic() - started
+        output.wait_for("catalogue: 0 product\\(s\\) added, 10 already present")
+        pids = every_pid(process, data_dir)
+    finally:
+        code = stop(process, signal.SIGINT)
+    assert code == 0
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+    print(f"first start {first_start:.1f}s, second start {second_start:.1f}s")
+
+
+def test_a_busy_web_port_is_a_clear_error_and_leaves_nothing_running(tmp_path):
+    data_dir = tmp_path / "data"
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = manage("runplatform", "--port", str(port), env=platform_env(data_dir), timeout=120)
+    assert result.returncode != 0
+    assert f"port {LOOPBACK}:{port} is already in use" in result.stderr
+    assert f"make run WEB_PORT={port + 1}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not dev.postgres_server(data_dir).is_running()
+    assert not dev.nats_server(data_dir).is_running()
