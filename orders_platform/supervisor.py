@@ -106,7 +106,7 @@ class Supervisor:
                     stderr=asyncio.subprocess.STDOUT,
                     env={**self.env, **program.env, "PYTHONUNBUFFERED": "1"},
                     start_new_session=True,  # its own process group: stopped as a whole
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 self.log("supervisor", f"{program.name}: cannot start {program.argv[0]!r}: {exc}")
@@ -163,8 +163,11 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: receive SIGTERM when the supervisor dies, however it dies."""
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when this process's parent dies, however it dies.
+
+    Called in each child before exec (so children follow the supervisor) and by
+    ``runplatform`` itself (so it follows ``make``)."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -36,7 +36,7 @@ def start_platform(data_dir, port) -> tuple[subprocess.Popen, Output]:
     return process, Output(process)
 
 
-def every_pid(process: subprocess.Popen, data_dir) -> set[int]:
+def every_pid(process: subprocess.Popen | psutil.Process, data_dir) -> set[int]:
     """The platform's process tree plus the embedded servers (which run in their own sessions)."""
     pids = {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
     for server in (dev.postgres_server(data_dir), dev.nats_server(data_dir)):
@@ -104,3 +104,23 @@ def test_a_busy_web_port_is_a_clear_error_and_leaves_nothing_running(tmp_path):
     assert "Traceback" not in result.stderr
     assert not dev.postgres_server(data_dir).is_running()
     assert not dev.nats_server(data_dir).is_running()
+
+
+def test_killing_the_parent_of_the_platform_stops_everything(tmp_path):
+    """``make`` killed with -9 (no chance to forward anything): the platform still stops cleanly."""
+    data_dir, port = tmp_path / "data", free_port()
+    wrapper = subprocess.Popen(
+        [PYTHON, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
+         PYTHON, "manage.py", "runplatform", "--port", str(port)],
+        cwd=ROOT, env=platform_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_for_status(f"http://{LOOPBACK}:{port}/healthz", 200, timeout=180)
+        (platform,) = psutil.Process(wrapper.pid).children()
+        pids = every_pid(platform, data_dir) | {platform.pid}
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=60), [
+        psutil.Process(pid).cmdline() for pid in pids if pid_alive(pid)
+    ]

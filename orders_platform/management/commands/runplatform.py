@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from orders_platform.embedded import dev
 from orders_platform.embedded.procs import port_in_use
 from orders_platform.processes import platform_programs
-from orders_platform.supervisor import Supervisor
+from orders_platform.supervisor import Supervisor, die_with_parent
 
 DEV_SUPERUSER = ("admin", "admin")
 
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--keep-services", action="store_true", help="leave embedded servers running at exit")
 
     def handle(self, *args, host, port, keep_services, **options):
+        die_with_parent()  # `make run` killed: stop as cleanly as after Ctrl-C
         lock = self._single_instance()
         code = 1
         try:
