@@ -69,6 +69,7 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
         assert second.returncode != 0 and "already running" in second.stderr
         assert "Traceback" not in second.stderr
+        assert http_status(f"{base}/readyz") == 200, "the refused second start left the first one intact"
     finally:
         code = stop(process, signal.SIGTERM)
     assert code == 0, "\n".join(output.lines)
@@ -124,3 +125,13 @@ def test_killing_the_parent_of_the_platform_stops_everything(tmp_path):
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=60), [
         psutil.Process(pid).cmdline() for pid in pids if pid_alive(pid)
     ]
+
+
+def test_a_malformed_web_port_is_a_usage_error(tmp_path):
+    env = platform_env(tmp_path / "data")
+    result = manage("runplatform", env={**env, "WEB_PORT": "eighty"}, timeout=120)
+    assert result.returncode != 0
+    assert "WEB_PORT/--port must be a TCP port number (1-65535); got 'eighty'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not dev.postgres_server(tmp_path / "data").is_running()
+    assert not dev.nats_server(tmp_path / "data").is_running()

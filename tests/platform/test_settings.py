@@ -71,3 +71,10 @@ def test_development_settings_report_bad_values_too(tmp_path):
     assert "DEBUG must be a boolean" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "postgres").exists(), "no embedded server is started when URLs are given"
+
+
+def test_an_unknown_settings_module_is_named():
+    result = manage("check", env=production_env(DJANGO_SETTINGS_MODULE="orders_platform.settings.prod"))
+    assert result.returncode != 0
+    assert "DJANGO_SETTINGS_MODULE='orders_platform.settings.prod' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,3 +1,4 @@
+import argparse
 import fcntl
 import os
 import sys
@@ -23,9 +24,19 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("WEB_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
+        parser.add_argument("--host", default=os.environ.get("WEB_HOST") or "127.0.0.1")
+        parser.add_argument("--port", type=_port, default=os.environ.get("WEB_PORT") or "8000", help="or WEB_PORT")
         parser.add_argument("--keep-services", action="store_true", help="leave embedded servers running at exit")
+
+    def run_from_argv(self, argv):
+        """Loading the development settings may have started the embedded servers: a usage
+        error must not leave them behind."""
+        try:
+            super().run_from_argv(argv)
+        except SystemExit as exit_:
+            if exit_.code not in (0, None) and "--keep-services" not in argv and not _another_instance_runs():
+                self._stop_embedded()
+            raise
 
     def handle(self, *args, host, port, keep_services, **options):
         die_with_parent()  # `make run` killed: stop as cleanly as after Ctrl-C
@@ -64,7 +75,7 @@ class Command(BaseCommand):
 
     def _single_instance(self):
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-        handle = (settings.DATA_DIR / "runplatform.lock").open("a+")
+        handle = _lock_path().open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,3 +106,24 @@ class Command(BaseCommand):
         )
         if stopped:
             self.stdout.write(f"stopped embedded {' and '.join(stopped)}")
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"WEB_PORT/--port must be a TCP port number (1-65535); got {value!r}")
+    return int(value)
+
+
+def _lock_path():
+    return settings.DATA_DIR / "runplatform.lock"
+
+
+def _another_instance_runs() -> bool:
+    try:
+        with _lock_path().open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
