@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from typing import Any
@@ -46,6 +47,18 @@ def connect_options(**overrides: Any) -> dict[str, Any]:
 async def connect(**overrides: Any) -> Client:
     """A connected client; see ``connect_options`` for what can be overridden."""
     return await nats.connect(**connect_options(**overrides))
+
+
+async def close_client(client: Client, timeout: float = 5.0) -> None:
+    """Flush what is buffered (acks, naks, publishes) and close.
+
+    Not ``drain()``: it waits for the pending queues of pull subscriptions, which nothing
+    reads once the fetch loop has stopped, so it would only time out.
+    """
+    with contextlib.suppress(Exception):
+        await client.flush(timeout=timeout)
+    with contextlib.suppress(Exception):
+        await client.close()
 
 
 async def _on_error(exc: Exception) -> None:

@@ -3,6 +3,7 @@
 from .celery import *  # noqa: F403
 from .drf import *  # noqa: F403
 from .env import env_int, env_str
+from .eventbus import *  # noqa: F403
 from .observability import *  # noqa: F403
 from .paths import BASE_DIR, DATA_DIR  # noqa: F401
 

@@ -56,4 +56,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {  # housekeeping; domain apps add their own jobs
     "clear-expired-sessions": {"task": "platform.clear_expired_sessions", "schedule": 6 * 3600},
+    "prune-outbox": {"task": "eventbus.prune_outbox", "schedule": 3600},
+    "prune-ledger": {"task": "eventbus.prune_ledger", "schedule": 6 * 3600},
 }

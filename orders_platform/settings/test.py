@@ -21,4 +21,7 @@ os.environ["DATABASE_URL"] = session.database_url()
 DATABASES = databases(fallback=None)
 NATS = nats(fallback=list)
 
+# A domain of the tests' own, to exercise the eventbus without the real domains.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,99 @@
+"""A fetched message as the runner and raw handlers see it, and the outcomes the runner maps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .contracts import ContractError, Event, decode
+
+# Headers the eventbus itself sets.
+H_MSG_ID = "Nats-Msg-Id"
+H_MESSAGE_ID = "Eventbus-Message-Id"  # the original event's message_id, on redeliveries
+H_ORIGINAL_SUBJECT = "Eventbus-Original-Subject"
+H_DEAD_LETTER_ID = "Eventbus-Dead-Letter-Id"
+
+
+def correlation_id_of(data: bytes) -> str:
+    """The ``correlation_id`` of a JSON body, or "" (for bodies that are not valid events)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return ""
+    value = body.get("correlation_id") if isinstance(body, dict) else None
+    return str(value) if value else ""
+
+
+@dataclass
+class Delivery:
+    """One message fetched for one consumer. Raw handlers receive it; they never ack it."""
+
+    stream: str
+    delivery_subject: str  # the subject it arrived on (redeliver.<STREAM>.<consumer> for reprocessing)
+    data: bytes
+    headers: dict[str, str]
+    stream_sequence: int
+    num_delivered: int
+    event: Event | None = None
+    error: Exception | None = None  # why it could not be decoded: a poison message
+    raw_message: Any = field(default=None, repr=False)
+
+    @property
+    def subject(self) -> str:
+        """The contract subject (the original one for a redelivery)."""
+        return self.headers.get(H_ORIGINAL_SUBJECT, self.delivery_subject)
+
+    @property
+    def message_id(self) -> str:
+        if H_MESSAGE_ID in self.headers:
+            return self.headers[H_MESSAGE_ID]
+        if self.event is not None:
+            return self.event.message_id
+        return self.headers.get(H_MSG_ID) or f"{self.stream}:{self.stream_sequence}"
+
+    @property
+    def dead_letter_id(self) -> int | None:
+        value = self.headers.get(H_DEAD_LETTER_ID)
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def correlation_id(self) -> str:
+        if self.event is not None:
+            return self.event.correlation_id or ""
+        return correlation_id_of(self.data)
+
+    @classmethod
+    def from_nats(cls, msg, *, decode_event: bool) -> Delivery:
+        meta = msg.metadata
+        delivery = cls(
+            stream=meta.stream,
+            delivery_subject=msg.subject,
+            data=msg.data,
+            headers=dict(msg.headers or {}),
+            stream_sequence=meta.sequence.stream,
+            num_delivered=meta.num_delivered,
+            raw_message=msg,
+        )
+        if decode_event:
+            try:
+                delivery.event = decode(delivery.subject, msg.data)
+            except ContractError as exc:
+                delivery.error = exc
+        return delivery
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # handled | duplicate | retry | dead_letter
+    error: BaseException | None = None
+    delay: float | None = None
+    traceback: str = ""
+
+    @classmethod
+    def handled(cls) -> Outcome:
+        return cls("handled")
+
+    @classmethod
+    def duplicate(cls) -> Outcome:
+        return cls("duplicate")

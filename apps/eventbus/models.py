@@ -1,0 +1,113 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class OutboxEvent(models.Model):
+    """An event written in the same transaction as the change it reports; the relay publishes it."""
+
+    message_id = models.CharField(max_length=100, unique=True)
+    subject = models.CharField(max_length=200)
+    # Events of one aggregate (an order) are published in the order they were written.
+    aggregate_id = models.CharField(max_length=100)
+    body = models.TextField(help_text="The message body exactly as it goes on the wire (JSON)")
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    stream_sequence = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], condition=Q(sent_at__isnull=True), name="outbox_unsent_idx"),
+            models.Index(
+                fields=["aggregate_id", "id"], condition=Q(sent_at__isnull=True), name="outbox_unsent_aggregate_idx"
+            ),
+            models.Index(fields=["sent_at"], condition=Q(sent_at__isnull=False), name="outbox_sent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.message_id}"
+
+
+class ProcessedMessage(models.Model):
+    """The idempotency ledger: a consumer has applied this message's effects (same transaction)."""
+
+    consumer = models.CharField(max_length=100)
+    message_id = models.CharField(max_length=100)
+    subject = models.CharField(max_length=200)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["consumer", "message_id"], name="ledger_once_per_consumer")]
+        indexes = [models.Index(fields=["processed_at"], name="ledger_processed_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer}: {self.message_id}"
+
+
+class DeadLetter(models.Model):
+    """A message one consumer could not handle, kept for review and reprocessing."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        REPROCESSING = "reprocessing"
+        RESOLVED = "resolved"
+        FAILED_AGAIN = "failed_again", "failed again"
+        DISCARDED = "discarded"
+
+    consumer = models.CharField(max_length=100)
+    stream = models.CharField(max_length=100)
+    subject = models.CharField(max_length=200)
+    stream_sequence = models.BigIntegerField()
+    message_id = models.CharField(max_length=100, blank=True)
+    correlation_id = models.CharField(max_length=100, blank=True)
+    data = models.TextField(help_text="The original message body, as received")
+    headers = models.JSONField(default=dict)
+    error_type = models.CharField(max_length=200)
+    error = models.TextField()
+    attempts = models.PositiveIntegerField()
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "stream", "stream_sequence"], name="dead_letter_once_per_message"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-last_failed_at"], name="dead_letter_status_idx"),
+            models.Index(fields=["consumer", "-last_failed_at"], name="dead_letter_consumer_idx"),
+            models.Index(fields=["correlation_id"], name="dead_letter_correlation_idx"),
+            models.Index(fields=["message_id"], name="dead_letter_message_idx"),
+        ]
+        ordering = ["-last_failed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.subject} #{self.stream_sequence}"
+
+
+class DeadLetterEvent(models.Model):
+    """Everything that happened to a dead letter: each failure and each operator action."""
+
+    class Kind(models.TextChoices):
+        FAILED = "failed"
+        REPROCESS_REQUESTED = "reprocess_requested", "reprocess requested"
+        RESOLVED = "resolved"
+        DISCARDED = "discarded"
+
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="history")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    note = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"

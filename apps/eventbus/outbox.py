@@ -1,0 +1,67 @@
+"""Writing events: the one door from a service to the event stream."""
+
+from __future__ import annotations
+
+from django.db import connection, transaction
+
+from .contracts import Event, validate
+from .models import OutboxEvent
+from .tracing import current_context_headers
+
+NOTIFY_CHANNEL = "eventbus_outbox"
+CONTENT_TYPE = "application/json"
+
+
+class TransactionRequired(RuntimeError):
+    """Events must be written in the transaction of the change they report."""
+
+
+def outbox_write(
+    event: Event, *, aggregate_id: str | None = None, headers: dict[str, str] | None = None
+) -> OutboxEvent:
+    """Validate ``event`` and write it to the outbox.
+
+    Call inside the ``transaction.atomic()`` block that makes the change the event reports:
+    both commit or neither does. The relay publishes it after commit, in order with the
+    other events of ``aggregate_id`` (default: the correlation id, else the message id).
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionRequired(f"write {event.subject} inside the transaction.atomic() block of its change")
+    event = validate(event)
+    row = OutboxEvent.objects.create(
+        message_id=event.message_id,
+        subject=event.subject,
+        aggregate_id=aggregate_id or event.correlation_id or event.message_id,
+        body=event.to_json().decode(),
+        headers={
+            **wire_headers(event.subject),
+            "Event-Version": str(event.contract_version()),
+            **current_context_headers(),
+            **(headers or {}),
+        },
+    )
+    notify_relay()
+    return row
+
+
+def outbox_write_raw(
+    *, message_id: str, subject: str, aggregate_id: str, body: str, headers: dict[str, str]
+) -> OutboxEvent:
+    """Write an already-encoded message (a reprocessed dead letter). Same transaction rule."""
+    if not transaction.get_connection().in_atomic_block:
+        raise TransactionRequired(f"write {subject} inside a transaction.atomic() block")
+    row = OutboxEvent.objects.create(
+        message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers
+    )
+    notify_relay()
+    return row
+
+
+def wire_headers(subject: str) -> dict[str, str]:
+    return {"Content-Type": CONTENT_TYPE, "Event-Type": subject.rsplit(".v", 1)[0]}
+
+
+def notify_relay() -> None:
+    """Wake the relays; PostgreSQL delivers the notification on commit, and not on rollback."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])

@@ -1,0 +1,161 @@
+"""Streams and consumers, declared in code in one registry.
+
+Domain apps declare their streams and consumers from ``AppConfig.ready()``; the eventbus
+declares the DLQ stream and the ``dead-letters`` consumer. ``nats_setup`` and
+``runconsumer`` create or update what is declared here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+REDELIVER_PREFIX = "redeliver"  # redeliver.<STREAM>.<consumer>: one consumer's private lane in a stream
+DLQ_STREAM = "DLQ"
+DLQ_PREFIX = "dlq"
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching: ``*`` is one token, ``>`` the rest (one token or more)."""
+    pattern_tokens, subject_tokens = pattern.split("."), subject.split(".")
+    for index, token in enumerate(pattern_tokens):
+        if token == ">":
+            return len(subject_tokens) > index
+        if index >= len(subject_tokens) or (token != "*" and token != subject_tokens[index]):
+            return False
+    return len(pattern_tokens) == len(subject_tokens)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str = ""
+    max_age_days: int | None = None  # None: settings.EVENTBUS["STREAM_MAX_AGE_DAYS"]
+    redelivery: bool = True  # carries redeliver.<NAME>.> for targeted reprocessing
+
+    @property
+    def all_subjects(self) -> list[str]:
+        extra = [f"{REDELIVER_PREFIX}.{self.name}.>"] if self.redelivery else []
+        return [*self.subjects, *extra]
+
+    def captures(self, subject: str) -> bool:
+        return any(subject_matches(pattern, subject) for pattern in self.subjects)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer (one per stream its subjects live in) and its handlers.
+
+    ``handlers`` maps a subject or wildcard to a handler (a callable or its dotted path).
+    A decoding consumer's handler gets the validated event; a ``raw`` consumer's handler
+    gets the :class:`apps.eventbus.runner.Delivery` (e.g. the audit log, which keeps
+    messages of any contract).
+    """
+
+    name: str
+    handlers: Mapping[str, Callable | str]
+    description: str = ""
+    raw: bool = False
+    ack_wait: float | None = None
+    max_deliver: int | None = None
+    backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+    max_ack_pending: int | None = None
+    batch_size: int | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self.handlers)
+
+    def setting(self, key: str):
+        """A delivery setting: the declaration's value, else the project default."""
+        value = getattr(self, key.lower())
+        return value if value is not None else settings.EVENTBUS[key]
+
+    @cached_property
+    def resolved_handlers(self) -> list[tuple[str, Callable]]:
+        return [
+            (pattern, import_string(handler) if isinstance(handler, str) else handler)
+            for pattern, handler in self.handlers.items()
+        ]
+
+    def handler_for(self, subject: str) -> Callable | None:
+        for pattern, handler in self.resolved_handlers:
+            if subject_matches(pattern, subject):
+                return handler
+        return None
+
+    def nak_delay(self, num_delivered: int) -> float:
+        return self.backoff[min(num_delivered, len(self.backoff)) - 1]
+
+    def redeliver_subject(self, stream: str) -> str:
+        return f"{REDELIVER_PREFIX}.{stream}.{self.name}"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.streams: dict[str, StreamSpec] = {}
+        self.consumers: dict[str, ConsumerSpec] = {}
+
+    def register_stream(self, spec: StreamSpec) -> StreamSpec:
+        self.streams[spec.name] = spec
+        return spec
+
+    def register_consumer(self, spec: ConsumerSpec) -> ConsumerSpec:
+        self.consumers[spec.name] = spec
+        return spec
+
+    def consumer(self, name: str) -> ConsumerSpec:
+        try:
+            return self.consumers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.consumers)) or "none"
+            raise KeyError(f"no consumer named {name!r} is declared (known: {known})") from None
+
+    def stream_for(self, subject: str) -> StreamSpec:
+        for spec in self.streams.values():
+            if spec.captures(subject):
+                return spec
+        raise KeyError(f"no declared stream captures {subject!r}")
+
+    def streams_of(self, consumer: ConsumerSpec) -> dict[str, list[str]]:
+        """Stream name -> the consumer's filter subjects in that stream (its private lane included)."""
+        lanes: dict[str, list[str]] = {}
+        for subject in consumer.subjects:
+            stream = self.stream_for(subject)
+            lanes.setdefault(stream.name, []).append(subject)
+        for stream_name, subjects in lanes.items():
+            if self.streams[stream_name].redelivery:
+                subjects.append(consumer.redeliver_subject(stream_name))
+        return lanes
+
+    @contextlib.contextmanager
+    def override(self) -> Iterator[Registry]:
+        """Declare extra streams/consumers for a while (tests); the previous state comes back after."""
+        streams, consumers = dict(self.streams), dict(self.consumers)
+        try:
+            yield self
+        finally:
+            self.streams, self.consumers = streams, consumers
+
+
+registry = Registry()
+
+registry.register_stream(
+    StreamSpec(DLQ_STREAM, (f"{DLQ_PREFIX}.>",), description="Dead letters of every consumer", redelivery=False)
+)
+registry.register_consumer(
+    ConsumerSpec(
+        "dead-letters",
+        handlers={f"{DLQ_PREFIX}.>": "apps.eventbus.handlers.on_dead_letter"},
+        description="Records every dead letter as a DeadLetter row for the admin",
+        raw=True,
+        max_deliver=20,
+    )
+)

@@ -1,0 +1,183 @@
+"""The consumer runner: the asyncio half of ``manage.py runconsumer NAME``.
+
+Fetches batches from the consumer's durable pull subscriptions (one per stream its
+subjects live in), hands each batch to :class:`BatchProcessor` in a worker thread, then
+settles every message from the outcome: ack, ``nak(delay)``, or dead letter + ``term``.
+Handlers never see NATS; acks happen only after the batch's transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import close_old_connections
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
+
+from . import metrics
+from .connection import close_client, connect
+from .deadletters import dead_letter_headers, dlq_subject
+from .delivery import Delivery, Outcome
+from .processing import BatchProcessor
+from .registry import DLQ_STREAM, ConsumerSpec, Registry, registry
+from .setup import ensure_consumer, ensure_stream
+
+logger = logging.getLogger(__name__)
+
+FETCH_WAIT = 1.0  # seconds a fetch waits for messages; also the worst-case shutdown latency
+PENDING_POLL = 5.0
+
+
+class MaxDeliveriesExceeded(Exception):
+    """The server gave up on a message (its last delivery was never acknowledged)."""
+
+
+class ConsumerRunner:
+    def __init__(self, spec: ConsumerSpec, *, batch_size: int | None = None, reg: Registry = registry) -> None:
+        self.spec = spec
+        self.registry = reg
+        self.batch_size = batch_size or spec.setting("BATCH_SIZE")
+        self.lanes = reg.streams_of(spec)  # stream -> filter subjects
+        self.processor = BatchProcessor(spec)
+        # One thread: its Django connection lives across batches; batches never overlap.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{spec.name}")
+        self.max_deliver = spec.setting("MAX_DELIVER")
+        self.ack_wait = float(spec.setting("ACK_WAIT"))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished and settled first."""
+        self.nc = await connect(max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream()
+        try:
+            for stream in {*self.lanes, DLQ_STREAM}:
+                await ensure_stream(self.js, self.registry.streams[stream])
+            subscriptions = {}
+            for stream, subjects in self.lanes.items():
+                await ensure_consumer(self.js, self.spec, stream, subjects)
+                subscriptions[stream] = await self.js.pull_subscribe_bind(durable=self.spec.name, stream=stream)
+                await self.nc.subscribe(
+                    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{self.spec.name}", cb=self._on_max_deliveries
+                )
+            logger.info(
+                "consumer %s running on %s (batch %d)", self.spec.name, ", ".join(sorted(self.lanes)), self.batch_size
+            )
+            poller = asyncio.create_task(self._poll_pending(stop))
+            await asyncio.gather(*(self._consume(sub, stop) for sub in subscriptions.values()))
+            poller.cancel()
+        finally:
+            await close_client(self.nc)
+            await asyncio.get_running_loop().run_in_executor(self.executor, close_old_connections)
+            self.executor.shutdown(wait=True)
+            logger.info("consumer %s stopped", self.spec.name)
+
+    async def _consume(self, subscription, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
+            except NatsTimeoutError:
+                continue
+            except (ConnectionClosedError, NoServersError, OSError) as exc:
+                logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            deliveries = [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
+            heartbeat = asyncio.create_task(self._keep_in_progress(deliveries))
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self.processor.process, deliveries)
+            finally:
+                heartbeat.cancel()
+            await self._settle(deliveries, outcomes)
+
+    async def _keep_in_progress(self, deliveries: list[Delivery]) -> None:
+        """Long batches: tell the server we are still working so it does not redeliver."""
+        while True:
+            await asyncio.sleep(max(self.ack_wait / 3, 0.5))
+            for delivery in deliveries:
+                with contextlib.suppress(Exception):
+                    await delivery.raw_message.in_progress()
+
+    async def _settle(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            message = delivery.raw_message
+            kind = outcome.kind
+            try:
+                if kind in ("handled", "duplicate"):
+                    await message.ack()
+                elif kind == "retry" and delivery.num_delivered < self.max_deliver:
+                    await message.nak(delay=outcome.delay or self.spec.nak_delay(delivery.num_delivered))
+                    self._log(logging.WARNING, "retrying", delivery, outcome)
+                else:
+                    kind = "dead_lettered"
+                    await self._dead_letter(delivery, outcome)
+                    await message.term()
+            except Exception as exc:  # noqa: BLE001 - the server redelivers after ack_wait; nothing is lost
+                logger.warning("consumer %s: settling seq %s failed: %s", self.spec.name, delivery.stream_sequence, exc)
+                continue
+            metrics.MESSAGES_CONSUMED.labels(self.spec.name, delivery.subject, kind).inc()
+
+    async def _dead_letter(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Publish to ``dlq.<consumer>`` and wait for the DLQ stream to store it."""
+        headers = dead_letter_headers(self.spec.name, delivery, outcome)
+        await self.js.publish(dlq_subject(self.spec.name), delivery.data, headers=headers, stream=DLQ_STREAM)
+        metrics.DEAD_LETTERS.labels(self.spec.name).inc()
+        self._log(logging.ERROR, "dead-lettered", delivery, outcome)
+
+    async def _on_max_deliveries(self, advisory) -> None:
+        """The safety net: a message whose last delivery died with its process."""
+        try:
+            body = json.loads(advisory.data)
+            stream, sequence = body["stream"], int(body["stream_seq"])
+            stored = await self.js.get_msg(stream, sequence)
+        except (ValueError, KeyError, NotFoundError) as exc:
+            logger.error("consumer %s: unusable MAX_DELIVERIES advisory: %s", self.spec.name, exc)
+            return
+        delivery = Delivery(
+            stream=stream,
+            delivery_subject=stored.subject,
+            data=stored.data or b"",
+            headers=dict(stored.headers or {}),
+            stream_sequence=sequence,
+            num_delivered=int(body.get("deliveries", self.max_deliver)),
+        )
+        error = MaxDeliveriesExceeded(
+            f"no acknowledgement after {delivery.num_delivered} deliveries (the process handling the last one "
+            "may have died); reported by the server's MAX_DELIVERIES advisory"
+        )
+        try:
+            await self._dead_letter(delivery, Outcome("dead_letter", error))
+        except Exception as exc:  # noqa: BLE001 - logged; the message is still in its stream
+            logger.error("consumer %s: could not dead-letter seq %s: %s", self.spec.name, sequence, exc)
+
+    async def _poll_pending(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            total = 0
+            for stream in self.lanes:
+                with contextlib.suppress(Exception):
+                    info = await self.js.consumer_info(stream, self.spec.name)
+                    total += info.num_pending + info.num_ack_pending
+            metrics.CONSUMER_PENDING.labels(self.spec.name).set(total)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=PENDING_POLL)
+
+    def _log(self, level: int, what: str, delivery: Delivery, outcome: Outcome) -> None:
+        logger.log(
+            level,
+            "%s %s seq %s: %s",
+            what,
+            delivery.subject,
+            delivery.stream_sequence,
+            outcome.error,
+            extra={
+                "consumer": self.spec.name,
+                "subject": delivery.subject,
+                "message_id": delivery.message_id,
+                "correlation_id": delivery.correlation_id,
+                "attempt": delivery.num_delivered,
+            },
+        )

@@ -1,0 +1,30 @@
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from .models import OutboxEvent, ProcessedMessage
+
+CHUNK = 5000
+
+
+def _delete_in_chunks(queryset) -> int:
+    deleted = 0
+    while ids := list(queryset.values_list("id", flat=True)[:CHUNK]):
+        deleted += queryset.model.objects.filter(id__in=ids).delete()[0]
+    return deleted
+
+
+@shared_task(name="eventbus.prune_outbox")
+def prune_outbox() -> int:
+    """Delete published outbox rows older than the retention (they live on in the streams)."""
+    cutoff = timezone.now() - timedelta(days=settings.EVENTBUS["OUTBOX_RETENTION_DAYS"])
+    return _delete_in_chunks(OutboxEvent.objects.filter(sent_at__lt=cutoff))
+
+
+@shared_task(name="eventbus.prune_ledger")
+def prune_ledger() -> int:
+    """Forget processed-message ids older than the retention, far beyond any redelivery window."""
+    cutoff = timezone.now() - timedelta(days=settings.EVENTBUS["LEDGER_RETENTION_DAYS"])
+    return _delete_in_chunks(ProcessedMessage.objects.filter(processed_at__lt=cutoff))

@@ -1,0 +1,42 @@
+import os
+import time
+
+from apps.eventbus.delivery import Delivery
+from apps.eventbus.errors import PermanentError, RetryableError
+
+from .events import SomethingHappened, SomethingHappenedV2
+from .models import Effect, Switch
+
+
+def _record(consumer: str, event, value) -> None:
+    Effect.objects.create(consumer=consumer, message_id=event.message_id, subject=event.subject, value=value)
+
+
+def on_happened(event: SomethingHappened) -> None:
+    if event.mode == "die":
+        os._exit(137)  # the process dies mid-batch, before anything commits
+    if event.mode == "slow":
+        time.sleep(0.02)
+    _record("testing", event, event.value)  # effects first: a failure must roll them back
+    if event.mode == "permanent":
+        raise PermanentError("value refused by a business rule")
+    if event.mode == "retry":
+        raise RetryableError("dependency unavailable")
+    if event.mode == "fail":
+        raise RuntimeError("handler bug")
+    if event.mode == "strict" and Switch.objects.filter(name="reject", on=True).exists():
+        raise PermanentError("rejected while the reject switch is on")
+
+
+def on_happened_v2(event: SomethingHappenedV2) -> None:
+    _record("testing", event, event.amount)
+
+
+def on_happened_other(event: SomethingHappened) -> None:
+    _record("testing-other", event, event.value)
+
+
+def on_any_raw(delivery: Delivery) -> None:
+    Effect.objects.create(
+        consumer="testing-raw", message_id=delivery.message_id, subject=delivery.subject, value=len(delivery.data)
+    )
