@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from .delivery import H_DEAD_LETTER_ID, H_MSG_ID, Delivery, Outcome
+from .delivery import H_MSG_ID, Delivery, Outcome
 from .registry import DLQ_PREFIX
 
 H_CONSUMER = "Eventbus-Consumer"
@@ -24,6 +24,9 @@ H_TRACEBACK = "Eventbus-Traceback"
 H_FAILED_AT = "Eventbus-Failed-At"
 H_ORIGINAL_MESSAGE_ID = "Eventbus-Original-Message-Id"
 H_ORIGINAL_HEADERS = "Eventbus-Original-Headers"
+# A reprocessed message that failed again (not Eventbus-Dead-Letter-Id: that one asks the
+# runner to resolve the row, which the dead-letters consumer must not do).
+H_REPROCESSED_DEAD_LETTER_ID = "Eventbus-Reprocessed-Dead-Letter-Id"
 
 MAX_ERROR = 2000
 MAX_TRACEBACK = 16000
@@ -59,5 +62,5 @@ def dead_letter_headers(consumer: str, delivery: Delivery, outcome: Outcome) -> 
     if outcome.traceback:
         headers[H_TRACEBACK] = json.dumps(outcome.traceback[-MAX_TRACEBACK:])
     if delivery.dead_letter_id:
-        headers[H_DEAD_LETTER_ID] = str(delivery.dead_letter_id)
+        headers[H_REPROCESSED_DEAD_LETTER_ID] = str(delivery.dead_letter_id)
     return headers

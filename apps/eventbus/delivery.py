@@ -17,12 +17,16 @@ H_DEAD_LETTER_ID = "Eventbus-Dead-Letter-Id"
 
 def correlation_id_of(data: bytes) -> str:
     """The ``correlation_id`` of a JSON body, or "" (for bodies that are not valid events)."""
+    return _body_field(data, "correlation_id")
+
+
+def _body_field(data: bytes, name: str) -> str:
     try:
         body = json.loads(data)
     except ValueError:
         return ""
-    value = body.get("correlation_id") if isinstance(body, dict) else None
-    return str(value) if value else ""
+    value = body.get(name) if isinstance(body, dict) else None
+    return str(value) if isinstance(value, str | int) and value != "" else ""
 
 
 @dataclass
@@ -46,11 +50,17 @@ class Delivery:
 
     @property
     def message_id(self) -> str:
+        """The id the ledger keys on: the original event's (also on a redelivery), else the
+        broker's message id, else the one in a body that failed validation, else the position."""
         if H_MESSAGE_ID in self.headers:
             return self.headers[H_MESSAGE_ID]
         if self.event is not None:
             return self.event.message_id
-        return self.headers.get(H_MSG_ID) or f"{self.stream}:{self.stream_sequence}"
+        return (
+            self.headers.get(H_MSG_ID)
+            or _body_field(self.data, "message_id")
+            or f"{self.stream}:{self.stream_sequence}"
+        )
 
     @property
     def dead_letter_id(self) -> int | None:

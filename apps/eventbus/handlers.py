@@ -8,7 +8,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from . import deadletters as dl
-from .delivery import H_DEAD_LETTER_ID, Delivery, correlation_id_of
+from .delivery import Delivery, correlation_id_of
 from .errors import PermanentError
 from .services import dead_letter_record
 
@@ -32,7 +32,7 @@ def on_dead_letter(delivery: Delivery) -> None:
     error = headers.get(dl.H_ERROR, "")
     if traceback:
         error = f"{error}\n\n{traceback}"
-    reprocessed = headers.get(H_DEAD_LETTER_ID)
+    reprocessed = headers.get(dl.H_REPROCESSED_DEAD_LETTER_ID)
     dead_letter_record(
         consumer=consumer,
         stream=stream,

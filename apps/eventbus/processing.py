@@ -29,7 +29,15 @@ DATABASE_RETRY_DELAY = 5.0
 
 
 class _HandlerFailed(Exception):
-    """A handler raised on the fast path: redo the batch with one savepoint per message."""
+    """The handler of delivery ``index`` raised: the batch's transaction is rolled back."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+class _LedgerConflict(Exception):
+    """Another replica recorded one of the batch's messages meanwhile: run the batch again."""
 
 
 def classify(exc: BaseException) -> Outcome:
@@ -46,7 +54,13 @@ class BatchProcessor:
         self.spec = spec
 
     def process(self, deliveries: list[Delivery]) -> list[Outcome]:
-        """One outcome per delivery, in order. Effects of handled messages are committed."""
+        """One outcome per delivery, in order. Effects of handled messages are committed.
+
+        The whole batch runs in one transaction. When a handler fails, the transaction is
+        rolled back and the batch runs again without that message, which keeps its failure:
+        the good messages commit, the bad one is retried or dead-lettered, and no failing
+        handler runs twice for one delivery.
+        """
         outcomes: dict[int, Outcome] = {}
         ready: list[int] = []
         for index, delivery in enumerate(deliveries):
@@ -57,20 +71,29 @@ class BatchProcessor:
                 outcomes[index] = Outcome("dead_letter", error)
             else:
                 ready.append(index)
-        if ready:
+        conflicts = 0
+        while ready:
             try:
-                try:
-                    outcomes.update(self._transaction(deliveries, ready, isolate=False))
-                except _HandlerFailed:
-                    outcomes.update(self._transaction(deliveries, ready, isolate=True))
+                outcomes.update(self._transaction(deliveries, ready))
+                break
+            except _HandlerFailed as failed:
+                cause = failed.__cause__
+                metrics.PROCESSING_ERRORS.labels(self.spec.name, type(cause).__name__).inc()
+                outcomes[failed.index] = classify(cause)
+                ready.remove(failed.index)
+            except _LedgerConflict:
+                conflicts += 1
+                if conflicts > 3:
+                    raise
             except DATABASE_UNAVAILABLE as exc:
                 logger.warning("database unavailable, %d message(s) will be retried: %s", len(ready), exc)
                 _reset_connection()
                 for index in ready:
                     outcomes[index] = Outcome("retry", exc, delay=DATABASE_RETRY_DELAY)
+                break
         return [outcomes[index] for index in range(len(deliveries))]
 
-    def _transaction(self, deliveries: list[Delivery], ready: list[int], *, isolate: bool) -> dict[int, Outcome]:
+    def _transaction(self, deliveries: list[Delivery], ready: list[int]) -> dict[int, Outcome]:
         results: dict[int, Outcome] = {}
         consumer = self.spec.name
         with transaction.atomic():
@@ -89,37 +112,21 @@ class BatchProcessor:
                     results[index] = Outcome.duplicate()
                     continue
                 seen.add(delivery.message_id)
-                entry = ProcessedMessage(consumer=consumer, message_id=delivery.message_id, subject=delivery.subject)
-                if isolate:
-                    outcome = self._isolated(delivery, entry)
-                else:
-                    self._run(delivery)
-                    ledger.append(entry)
-                    outcome = Outcome.handled()
-                results[index] = outcome
+                self._run(index, delivery)
+                ledger.append(
+                    ProcessedMessage(consumer=consumer, message_id=delivery.message_id, subject=delivery.subject)
+                )
+                results[index] = Outcome.handled()
             if ledger:
                 try:
                     with transaction.atomic():
                         ProcessedMessage.objects.bulk_create(ledger)
-                except IntegrityError as exc:  # another replica committed one of them meanwhile
-                    raise _HandlerFailed from exc
+                except IntegrityError as exc:
+                    raise _LedgerConflict from exc
         return results
 
-    def _isolated(self, delivery: Delivery, entry: ProcessedMessage) -> Outcome:
-        try:
-            with transaction.atomic():
-                entry.save(force_insert=True)  # a concurrent duplicate fails here, before any effect
-                self._run(delivery)
-        except _HandlerFailed as failed:
-            return classify(failed.__cause__)
-        except IntegrityError as exc:
-            if "ledger_once_per_consumer" in str(exc):
-                return Outcome.duplicate()
-            return classify(exc)
-        return Outcome.handled()
-
-    def _run(self, delivery: Delivery) -> None:
-        """Call the handler; a handler's failure surfaces as _HandlerFailed, a database outage as itself."""
+    def _run(self, index: int, delivery: Delivery) -> None:
+        """Call the handler; its failure surfaces as _HandlerFailed, a database outage as itself."""
         handler = self.spec.handler_for(delivery.subject)
         started = time.perf_counter()
         span_name = f"{self.spec.name} process {delivery.subject}"
@@ -137,8 +144,7 @@ class BatchProcessor:
                 raise
             except Exception as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                metrics.PROCESSING_ERRORS.labels(self.spec.name, type(exc).__name__).inc()
-                raise _HandlerFailed from exc
+                raise _HandlerFailed(index) from exc
             finally:
                 metrics.PROCESSING_DURATION.labels(self.spec.name).observe(time.perf_counter() - started)
 

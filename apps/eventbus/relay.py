@@ -70,6 +70,12 @@ class Relay:
                     await _sleep_until(stop, delay)
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue
+                except Exception:  # a crash mid-round: nothing was marked sent; the next round re-publishes
+                    logger.exception("outbox relay: unexpected failure; retrying in %.1fs", delay)
+                    await self.loop.run_in_executor(self.executor, _reset_connection)
+                    await _sleep_until(stop, delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
                 delay = BACKOFF_INITIAL
                 if published < self.batch_size:  # drained: wait for a notification or the poll
                     self.wake.clear()

@@ -80,7 +80,7 @@ class ConsumerRunner:
         while not stop.is_set():
             try:
                 messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):
                 continue
             except (ConnectionClosedError, NoServersError, OSError) as exc:
                 logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
