@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class EventbusConfig(AppConfig):
@@ -6,3 +7,7 @@ class EventbusConfig(AppConfig):
 
     name = "apps.eventbus"
     verbose_name = "Event bus"
+
+    def ready(self):
+        # Every app's contracts register on import: a process must know them all to decode.
+        autodiscover_modules("events")

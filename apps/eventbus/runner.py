@@ -43,6 +43,7 @@ class ConsumerRunner:
         self.registry = reg
         self.batch_size = batch_size or spec.setting("BATCH_SIZE")
         self.lanes = reg.streams_of(spec)  # stream -> filter subjects
+        spec.resolved_handlers  # noqa: B018 - import the handlers now: a bad path fails at start-up
         self.processor = BatchProcessor(spec)
         # One thread: its Django connection lives across batches; batches never overlap.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{spec.name}")

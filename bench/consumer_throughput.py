@@ -1,0 +1,291 @@
+"""Consumer throughput: the eventbus ConsumerRunner against the client's ceiling and the naive pattern.
+
+    .venv/bin/python bench/consumer_throughput.py [--events 50000] [--runs 3] [--batch 500]
+
+Starts its own durable PostgreSQL and nats-server (temporary, free ports) and measures,
+``--runs`` times each with fresh state, the median reported:
+
+  ceiling  a plain nats-py pull loop: fetch(batch) + ack each message, no other work
+  runner   apps.eventbus.runner.ConsumerRunner: one Effect row per event + the ledger row,
+           one transaction per batch, acks after commit
+  naive    one push subscription; per message one ORM insert in its own transaction
+           (autocommit, through sync_to_async), then ack
+
+See bench/README.md for how to read the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import benchlib
+from benchlib import Method
+
+STREAM, SUBJECT = "TESTING", "testing.happened.v1"  # declared by the test app (tests/testapp/consumers.py)
+RUNNER_CONSUMER, CEILING_CONSUMER, NAIVE_CONSUMER = "bench", "bench-ceiling", "bench-naive"
+ACK_WAIT = 60
+MAX_ACK_PENDING = 20_000
+TARGET_VS_CEILING, TARGET_VS_NAIVE = 0.5, 10.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each method; the median is reported (default 3)")
+    parser.add_argument("--batch", type=int, default=500, help="fetch batch size of the ceiling and the runner")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        default=5_000,
+        help="events per run of the naive baseline, at most --events (default 5000; it is slow)",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=0.1, help="seconds between checks of the Effect count (default 0.1)"
+    )
+    parser.add_argument(
+        "--methods",
+        default="ceiling,runner,naive",
+        help="comma-separated subset of ceiling,runner,naive (default: all; the ratios need all three)",
+    )
+    args = parser.parse_args()
+    args.naive_events = min(args.naive_events, args.events)
+    args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = set(args.methods) - {"ceiling", "runner", "naive"}
+    if unknown or args.events < 1 or args.runs < 1 or args.batch < 1:
+        parser.error(f"bad arguments{f': unknown methods {sorted(unknown)}' if unknown else ''}")
+    return args
+
+
+class ConsumerBench:
+    """The three methods, each preceded by fresh state: stream recreated, tables truncated."""
+
+    def __init__(self, servers: benchlib.PrivateServers, args: argparse.Namespace) -> None:
+        from apps.eventbus.models import ProcessedMessage
+        from apps.eventbus.registry import ConsumerSpec, registry
+        from tests.testapp.events import SomethingHappened
+        from tests.testapp.models import Effect
+
+        self.servers, self.args = servers, args
+        self.Effect, self.ProcessedMessage, self.contract = Effect, ProcessedMessage, SomethingHappened
+        self.spec = registry.register_consumer(
+            ConsumerSpec(
+                RUNNER_CONSUMER,
+                handlers={SUBJECT: self.on_happened},
+                description="Benchmark: one Effect row per event",
+                ack_wait=ACK_WAIT,
+                max_ack_pending=MAX_ACK_PENDING,
+            )
+        )
+        events = [SomethingHappened(value=index) for index in range(args.events)]
+        self.messages = [(SUBJECT, event.to_json(), {"Nats-Msg-Id": event.message_id}) for event in events]
+        self.lanes = registry.streams_of(self.spec)  # stream -> filter subjects (with the redelivery lane)
+        self.effect_count_sql = f'SELECT count(*) FROM "{Effect._meta.db_table}" WHERE consumer = %s'
+        self.measures = {"ceiling": self.ceiling, "runner": self.runner, "naive": self.naive}
+
+    # -- the handler the runner calls (in its worker thread, inside the batch's transaction) --
+
+    def on_happened(self, event) -> None:
+        self.Effect.objects.create(
+            consumer=RUNNER_CONSUMER, message_id=event.message_id, subject=event.subject, value=event.value
+        )
+
+    # -- driver ------------------------------------------------------------------------
+
+    def methods(self) -> list[Method]:
+        args = self.args
+        described = {
+            "ceiling": Method("ceiling", f"nats-py pull fetch({args.batch}) + ack each, no work", args.events),
+            "runner": Method(
+                "runner",
+                f"eventbus ConsumerRunner, batch {args.batch}: 1 insert + ledger row per event, 1 commit per batch",
+                args.events,
+            ),
+            "naive": Method(
+                "naive",
+                "push subscription, 1 ORM insert + commit per message via sync_to_async, then ack",
+                args.naive_events,
+            ),
+        }
+        return [described[name] for name in args.methods]
+
+    def run(self) -> None:
+        methods = self.methods()
+        print("Measuring (each method once per run, interleaved):", flush=True)
+        benchlib.run_rounds(methods, self.args.runs, self.measure)
+        print()
+        benchlib.print_results(methods)
+        results = {method.name: method.median for method in methods}
+        if {"ceiling", "runner", "naive"} <= results.keys():
+            benchlib.print_ratios(
+                [
+                    ("runner / ceiling", results["runner"] / results["ceiling"], TARGET_VS_CEILING),
+                    ("runner / naive", results["runner"] / results["naive"], TARGET_VS_NAIVE),
+                ]
+            )
+
+    def measure(self, method: Method) -> float:
+        """Fresh tables, then the method (which recreates the stream and preloads it); checks after."""
+        benchlib.truncate(self.Effect, self.ProcessedMessage)
+        seconds = asyncio.run(self.measures[method.name](method))
+        if method.name in ("runner", "naive"):
+            self.check_rows(method)
+        return seconds
+
+    async def prepare(self, js, events: int) -> None:
+        """Recreate the stream, preload ``events`` messages (pipelined, not timed)."""
+        await benchlib.reset_stream(js, STREAM)
+        await benchlib.publish_pipelined(js, self.messages[:events])
+        stored = await benchlib.stream_messages(js, STREAM)
+        if stored != events:
+            raise benchlib.BenchError(f"preloaded {stored} messages, expected {events}")
+
+    # -- 1. ceiling --------------------------------------------------------------------
+
+    async def ceiling(self, method: Method) -> float:
+        from nats.errors import TimeoutError as NatsTimeoutError
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        async with benchlib.nats_client(self.servers.nats.url) as nc:
+            js = nc.jetstream()
+            await self.prepare(js, method.events)
+            config = ConsumerConfig(
+                durable_name=CEILING_CONSUMER,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT,
+                max_ack_pending=MAX_ACK_PENDING,
+                filter_subject=SUBJECT,
+            )
+            await js.add_consumer(STREAM, config)
+            subscription = await js.pull_subscribe_bind(durable=CEILING_CONSUMER, stream=STREAM)
+            acked = 0
+            started = time.perf_counter()
+            while acked < method.events:
+                try:
+                    messages = await subscription.fetch(self.args.batch, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for message in messages:
+                    await message.ack()
+                acked += len(messages)
+            await nc.flush()  # every ack has reached the server
+            elapsed = time.perf_counter() - started
+            outstanding = await benchlib.wait_until_settled(js, STREAM, CEILING_CONSUMER)
+            _check(method, "messages left unacknowledged", outstanding, 0)
+            return elapsed
+
+    # -- 2. the eventbus runner --------------------------------------------------------
+
+    async def runner(self, method: Method) -> float:
+        from apps.eventbus.runner import ConsumerRunner
+        from apps.eventbus.setup import ensure_consumer
+
+        async with benchlib.nats_client(self.servers.nats.url) as nc:
+            js = nc.jetstream()
+            await self.prepare(js, method.events)
+            # Consumers exist before their runners in production (nats_setup): create it untimed.
+            for stream, subjects in self.lanes.items():
+                await ensure_consumer(js, self.spec, stream, subjects)
+            stop = asyncio.Event()
+            runner = ConsumerRunner(self.spec, batch_size=self.args.batch)
+            started = time.perf_counter()
+            task = asyncio.create_task(runner.run(stop))
+            try:
+                finished = await benchlib.wait_for_row_count(
+                    self.servers.database_url,
+                    self.effect_count_sql,
+                    [RUNNER_CONSUMER],
+                    method.events,
+                    interval=self.args.poll,
+                    timeout=benchlib.timeout_for(method.events),
+                    worker=task,
+                )
+            finally:
+                await benchlib.stop_worker(stop, task)
+            outstanding = await benchlib.wait_until_settled(js, STREAM, RUNNER_CONSUMER)
+            _check(method, "messages left unacknowledged", outstanding, 0)
+            _check(method, "redeliveries", (await js.consumer_info(STREAM, RUNNER_CONSUMER)).num_redelivered, 0)
+        return finished - started
+
+    # -- 3. naive ----------------------------------------------------------------------
+
+    async def naive(self, method: Method) -> float:
+        from asgiref.sync import sync_to_async
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        insert = sync_to_async(self._insert_naive_effect)  # thread_sensitive: one shared worker thread
+
+        async def on_message(message) -> None:
+            event = self.contract.model_validate_json(message.data)
+            await insert(event)  # autocommit: its own transaction, one fsync per message
+            await message.ack()
+
+        async with benchlib.nats_client(self.servers.nats.url) as nc:
+            js = nc.jetstream()
+            await self.prepare(js, method.events)
+            config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT, max_ack_pending=MAX_ACK_PENDING)
+            started = time.perf_counter()
+            subscription = await js.subscribe(
+                SUBJECT, durable=NAIVE_CONSUMER, stream=STREAM, cb=on_message, manual_ack=True, config=config
+            )
+            try:
+                finished = await benchlib.wait_for_row_count(
+                    self.servers.database_url,
+                    self.effect_count_sql,
+                    ["naive"],
+                    method.events,
+                    interval=self.args.poll,
+                    timeout=benchlib.timeout_for(method.events, slowest_rate=50),
+                )
+            finally:
+                await subscription.unsubscribe()
+                await nc.flush()
+        return finished - started
+
+    def _insert_naive_effect(self, event) -> None:
+        self.Effect.objects.create(
+            consumer="naive", message_id=event.message_id, subject=event.subject, value=event.value
+        )
+
+    # -- checks ------------------------------------------------------------------------
+
+    def check_rows(self, method: Method) -> None:
+        """Exactly one effect per event (and, for the runner, one ledger row per event)."""
+        consumer = RUNNER_CONSUMER if method.name == "runner" else "naive"
+        effects = self.Effect.objects.filter(consumer=consumer)
+        _check(method, "Effect rows", effects.count(), method.events)
+        _check(method, "distinct message ids", effects.values("message_id").distinct().count(), method.events)
+        if method.name == "runner":
+            ledger = self.ProcessedMessage.objects.filter(consumer=consumer).count()
+            _check(method, "ledger rows", ledger, method.events)
+
+
+def _check(method: Method, what: str, actual: int, expected: int) -> None:
+    if actual != expected:
+        note = f"{what}: {actual}, expected {expected}"
+        method.notes.append(note)
+        print(f"  WARNING ({method.name}): {note}", flush=True)
+
+
+def main() -> int:
+    args = parse_args()
+    with benchlib.report_interrupts(), benchlib.PrivateServers() as servers:
+        benchlib.setup_django(servers)
+        bench = ConsumerBench(servers, args)
+        params = {
+            "Events": f"{args.events:,} per run (naive baseline: {args.naive_events:,}; rates are comparable)",
+            "Runs": f"{args.runs} of each method, interleaved; median reported",
+            "Batch": f"{args.batch} (ceiling fetch and runner batch)",
+            "Consumers": f"ack_wait {ACK_WAIT}s, max_ack_pending {MAX_ACK_PENDING:,}",
+            "Naive ORM call": "sync_to_async (thread_sensitive, default), autocommit: one transaction per message",
+            "Timing": f"perf_counter; runner/naive end = first Effect-count poll at N (every {args.poll}s)",
+        }
+        benchlib.print_facts("consumer throughput", benchlib.environment_facts(servers, params))
+        bench.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

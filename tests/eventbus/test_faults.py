@@ -1,0 +1,157 @@
+"""Fault tests with real processes: crashes, kills, restarts, outages. Nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+import pytest
+from django.db import transaction
+from django.db.models import Count
+
+from apps.eventbus import deadletters as dl
+from apps.eventbus.models import OutboxEvent, ProcessedMessage
+from apps.eventbus.outbox import outbox_write
+from orders_platform.embedded.procs import pid_alive
+from tests.eventbus.conftest import stop_process, wait_for
+from tests.testapp.events import SomethingHappened
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.slow
+
+
+def assert_each_applied_once(count: int, consumer: str = "testing") -> None:
+    effects = Effect.objects.filter(consumer=consumer)
+    doubles = effects.values("message_id").annotate(n=Count("id")).filter(n__gt=1)
+    assert not doubles.exists(), f"applied twice: {list(doubles[:5])}"
+    assert effects.count() == count
+    assert ProcessedMessage.objects.filter(consumer=consumer).count() == count
+
+
+def test_a_relay_crash_after_publishing_and_before_marking_sent_publishes_no_duplicate(bus, monkeypatch):
+    with transaction.atomic():
+        for i in range(50):
+            outbox_write(SomethingHappened(value=i))
+    real_bulk_update = OutboxEvent.objects.bulk_update
+    crashes = []
+
+    def crash_once(*args, **kwargs):
+        if not crashes:
+            crashes.append(time.monotonic())
+            raise RuntimeError("relay killed between publish and commit")
+        return real_bulk_update(*args, **kwargs)
+
+    monkeypatch.setattr(OutboxEvent.objects, "bulk_update", crash_once)
+    with bus.relay():
+        wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists())
+    assert crashes, "the crash happened"
+    assert bus.stream_messages("TESTING") == 50, "the second publish of each event was dropped as a duplicate"
+    with bus.consumer("testing"):
+        wait_for(lambda: Effect.objects.count() == 50)
+    assert_each_applied_once(50)
+
+
+def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice(bus):
+    for i in range(300):
+        bus.publish_event(SomethingHappened(value=i, mode="slow"))
+    process = bus.consumer_process("testing", "--batch", "25")
+    try:
+        wait_for(lambda: Effect.objects.count() >= 50, timeout=60)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        applied_before_kill = Effect.objects.count()
+        assert 50 <= applied_before_kill < 300
+    finally:
+        stop_process(process, signal.SIGKILL)
+    restarted = bus.consumer_process("testing", "--batch", "25")
+    try:
+        wait_for(lambda: Effect.objects.count() >= 300, timeout=90)  # includes ack_wait for the lost batch
+        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
+    finally:
+        assert stop_process(restarted) == 0
+    assert_each_applied_once(300)
+
+
+def test_a_nats_restart_during_relay_and_consumption_loses_nothing(bus, nats_settings):
+    with bus.relay(batch_size=50), bus.consumer("testing", batch_size=20):
+        for chunk in range(8):
+            with transaction.atomic():
+                for i in range(50):
+                    outbox_write(SomethingHappened(value=chunk * 50 + i, mode="slow"))
+            if chunk == 3:
+                wait_for(lambda: Effect.objects.count() > 0, timeout=30)
+                nats_settings.kill()  # kill -9: no clean shutdown
+                time.sleep(1)
+                nats_settings.start()
+        wait_for(lambda: Effect.objects.count() >= 400, timeout=120)
+        wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), timeout=30)
+    assert bus.stream_messages("TESTING") == 400
+    assert_each_applied_once(400)
+
+
+def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
+    for i in range(200):
+        bus.publish_event(SomethingHappened(value=i, mode="slow"))
+    process = bus.consumer_process("testing", "--batch", "50")
+    try:
+        wait_for(lambda: Effect.objects.count() > 0, timeout=60)
+    finally:
+        code = stop_process(process, signal.SIGTERM, timeout=30)
+    output = process.stdout.read()
+    assert code == 0, output
+    assert "consumer testing stopped" in output
+    applied = Effect.objects.count()
+    info = bus.consumer_info("TESTING", "testing")
+    assert info.num_ack_pending == 0, "every fetched message was settled before exit"
+    assert info.num_pending == 200 - applied
+    assert_each_applied_once(applied)
+
+
+def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_process(bus):
+    """max_deliver 2: two processes die on the message; a third hears the server give up."""
+    bus.publish_event(SomethingHappened(value=1, mode="die"))
+    for _ in range(2):
+        process = bus.consumer_process("testing-advisory")
+        assert process.wait(timeout=60) == 137, "the handler killed its process"
+    watcher = bus.consumer_process("testing-advisory")
+    try:
+        wait_for(lambda: bus.stream_messages("DLQ") == 1, timeout=30)
+    finally:
+        assert stop_process(watcher) == 0
+    headers = bus.get("DLQ", 1).headers
+    assert headers[dl.H_CONSUMER] == "testing-advisory"
+    assert headers[dl.H_ERROR_TYPE] == "MaxDeliveriesExceeded"
+    assert headers[dl.H_ATTEMPTS] == "2"
+    assert headers[dl.H_SEQUENCE] == "1"
+
+
+def test_a_database_outage_naks_stays_alive_and_resumes(bus, postgres_server):
+    process = bus.consumer_process("testing")
+    try:
+        bus.publish_event(SomethingHappened(value=0))
+        wait_for(lambda: Effect.objects.count() == 1, timeout=60)
+        postgres_server.stop()
+        for i in range(1, 6):
+            bus.publish_event(SomethingHappened(value=i))
+        time.sleep(3)
+        assert process.poll() is None and pid_alive(process.pid), "the runner survives the outage"
+        postgres_server.start()
+        wait_for(lambda: _count_effects() == 6, timeout=60)
+    finally:
+        if not postgres_server.is_running():
+            postgres_server.start()
+        code = stop_process(process)
+    assert code == 0
+    assert_each_applied_once(6)
+    assert psutil.Process().is_running()
+
+
+def _count_effects() -> int:
+    from django.db import connection
+
+    try:
+        return Effect.objects.count()
+    except Exception:  # noqa: BLE001 - the test's own connection died with the server
+        connection.close()
+        return -1
