@@ -275,6 +275,14 @@ class Method:
         return statistics.median(self.rates) if self.rates else float("nan")
 
 
+def check(method: Method, what: str, actual: int, expected: int) -> None:
+    """A sanity check after a measurement: a mismatch is printed and noted under the table."""
+    if actual != expected:
+        note = f"{what}: {actual}, expected {expected}"
+        method.notes.append(note)
+        print(f"  WARNING ({method.name}): {note}", flush=True)
+
+
 def run_rounds(methods: Sequence[Method], runs: int, measure: Callable[[Method], float]) -> None:
     """Measure each method once per round, interleaved, so drift on a shared machine hits all alike.
 

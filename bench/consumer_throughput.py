@@ -173,7 +173,7 @@ class ConsumerBench:
             await nc.flush()  # every ack has reached the server
             elapsed = time.perf_counter() - started
             outstanding = await benchlib.wait_until_settled(js, STREAM, CEILING_CONSUMER)
-            _check(method, "messages left unacknowledged", outstanding, 0)
+            benchlib.check(method, "messages left unacknowledged", outstanding, 0)
             return elapsed
 
     # -- 2. the eventbus runner --------------------------------------------------------
@@ -205,8 +205,8 @@ class ConsumerBench:
             finally:
                 await benchlib.stop_worker(stop, task)
             outstanding = await benchlib.wait_until_settled(js, STREAM, RUNNER_CONSUMER)
-            _check(method, "messages left unacknowledged", outstanding, 0)
-            _check(method, "redeliveries", (await js.consumer_info(STREAM, RUNNER_CONSUMER)).num_redelivered, 0)
+            benchlib.check(method, "messages left unacknowledged", outstanding, 0)
+            benchlib.check(method, "redeliveries", (await js.consumer_info(STREAM, RUNNER_CONSUMER)).num_redelivered, 0)
         return finished - started
 
     # -- 3. naive ----------------------------------------------------------------------
@@ -255,18 +255,11 @@ class ConsumerBench:
         """Exactly one effect per event (and, for the runner, one ledger row per event)."""
         consumer = RUNNER_CONSUMER if method.name == "runner" else "naive"
         effects = self.Effect.objects.filter(consumer=consumer)
-        _check(method, "Effect rows", effects.count(), method.events)
-        _check(method, "distinct message ids", effects.values("message_id").distinct().count(), method.events)
+        benchlib.check(method, "Effect rows", effects.count(), method.events)
+        benchlib.check(method, "distinct message ids", effects.values("message_id").distinct().count(), method.events)
         if method.name == "runner":
             ledger = self.ProcessedMessage.objects.filter(consumer=consumer).count()
-            _check(method, "ledger rows", ledger, method.events)
-
-
-def _check(method: Method, what: str, actual: int, expected: int) -> None:
-    if actual != expected:
-        note = f"{what}: {actual}, expected {expected}"
-        method.notes.append(note)
-        print(f"  WARNING ({method.name}): {note}", flush=True)
+            benchlib.check(method, "ledger rows", ledger, method.events)
 
 
 def main() -> int:

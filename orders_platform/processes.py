@@ -1,7 +1,7 @@
 """Every long-running process of the platform, as ``make run`` starts them.
 
-Later parts of the platform (outbox relay, consumers, payment gateway) add their entries
-here; production runs the same commands as separate deployments.
+Domain consumers and the payment gateway join here as they are built; production runs
+the same commands as separate deployments.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
     celery = [sys.executable, "-m", "celery", "--app", "orders_platform", "--quiet"]
     return [
         Program("web", [*manage, "runserver", f"{host}:{port}"]),
+        Program("relay", [*manage, "runconsumer", "outbox"]),
+        Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),
         Program("beat", [*celery, "beat", "--loglevel", "INFO"]),
     ]

@@ -63,8 +63,10 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"catalogue: 10 product\(s\) added")
         output.wait_for(r"^web +\| ")
         output.wait_for(r"^worker +\| .*ready")
+        output.wait_for(r"^relay +\| .*outbox relay running")
+        output.wait_for(r"^dead-letters +\| .*consumer dead-letters running on DLQ")
         pids = every_pid(process, data_dir)
-        assert None not in pids and len(pids) >= 5
+        assert None not in pids and len(pids) >= 7
 
         second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
         assert second.returncode != 0 and "already running" in second.stderr

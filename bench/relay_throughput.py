@@ -1,0 +1,240 @@
+"""Relay throughput: the outbox relay against a raw pipelined publish loop.
+
+    .venv/bin/python bench/relay_throughput.py [--events 50000] [--runs 3] [--batch 500]
+
+Starts its own durable PostgreSQL and nats-server (temporary, free ports) and measures,
+``--runs`` times each with fresh state, the median reported:
+
+  relay  apps.eventbus.relay.Relay(batch_size=B, poll_interval=0.2) publishing N committed
+         outbox rows, until every row has sent_at set
+  raw    the same N bodies and headers published with js.publish_async, pipelined in windows
+         (every future awaited), straight from memory
+
+See bench/README.md for how to read the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import benchlib
+from benchlib import Method
+
+STREAM = "TESTING"  # captures testing.> (declared by the test app, tests/testapp/consumers.py)
+CHUNK = 5_000  # outbox rows per preparing transaction
+TARGET_VS_RAW = 0.7
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000, help="outbox rows / messages per run (default 50000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each method; the median is reported (default 3)")
+    parser.add_argument("--batch", type=int, default=500, help="the relay's batch size (default 500)")
+    parser.add_argument(
+        "--window", type=int, default=benchlib.PUBLISH_WINDOW, help="raw baseline: publishes in flight (default 2000)"
+    )
+    parser.add_argument(
+        "--per-aggregate",
+        type=int,
+        default=1,
+        help="consecutive events per aggregate (default 1: every event its own aggregate). The relay publishes "
+        "the n-th event of each aggregate in a batch in its n-th wave, so K > 1 cuts its pipelining K ways",
+    )
+    parser.add_argument(
+        "--prepare",
+        choices=("bulk", "outbox_write"),
+        default="bulk",
+        help="how the untimed preparation writes the rows: bulk_create of rows built as outbox_write builds "
+        "them (default, fast), or outbox_write itself, one call per event",
+    )
+    parser.add_argument("--poll", type=float, default=0.1, help="seconds between checks of the unsent count")
+    parser.add_argument("--methods", default="relay,raw", help="comma-separated subset of relay,raw (default: both)")
+    args = parser.parse_args()
+    args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = set(args.methods) - {"relay", "raw"}
+    if unknown or min(args.events, args.runs, args.batch, args.window, args.per_aggregate) < 1:
+        parser.error(f"bad arguments{f': unknown methods {sorted(unknown)}' if unknown else ''}")
+    return args
+
+
+class RelayBench:
+    def __init__(self, servers: benchlib.PrivateServers, args: argparse.Namespace) -> None:
+        from apps.eventbus.delivery import H_MSG_ID
+        from apps.eventbus.models import OutboxEvent
+        from tests.testapp.events import SomethingHappened
+
+        self.servers, self.args = servers, args
+        self.OutboxEvent = OutboxEvent
+        # correlation_id is what outbox_write takes as the aggregate when none is given.
+        self.events = [
+            SomethingHappened(value=index, correlation_id=f"order-{index // args.per_aggregate}")
+            for index in range(args.events)
+        ]
+        self.messages = [
+            (row.subject, row.body.encode(), {**row.headers, H_MSG_ID: row.message_id}) for row in self.build_rows()
+        ]
+        self.unsent_sql = f'SELECT count(*) FROM "{OutboxEvent._meta.db_table}" WHERE sent_at IS NULL'
+        self.measures = {"relay": self.relay, "raw": self.raw}
+
+    # -- preparing the outbox (untimed) ------------------------------------------------
+
+    def build_rows(self) -> list:
+        """Outbox rows exactly as ``outbox_write`` builds them (it also re-validates each event)."""
+        from apps.eventbus.outbox import wire_headers
+        from apps.eventbus.tracing import current_context_headers
+
+        return [
+            self.OutboxEvent(
+                message_id=event.message_id,
+                subject=event.subject,
+                aggregate_id=event.correlation_id or event.message_id,
+                body=event.to_json().decode(),
+                headers={
+                    **wire_headers(event.subject),
+                    "Event-Version": str(event.contract_version()),
+                    **current_context_headers(),
+                },
+            )
+            for event in self.events
+        ]
+
+    def fill_outbox(self) -> float:
+        """Write the N rows, ``CHUNK`` per transaction; return the seconds it took."""
+        from django.db import transaction
+
+        from apps.eventbus.outbox import outbox_write
+
+        benchlib.truncate(self.OutboxEvent)
+        started = time.perf_counter()
+        if self.args.prepare == "outbox_write":
+            for start in range(0, len(self.events), CHUNK):
+                with transaction.atomic():
+                    for event in self.events[start : start + CHUNK]:
+                        outbox_write(event)
+        else:
+            rows = self.build_rows()
+            for start in range(0, len(rows), CHUNK):
+                with transaction.atomic():
+                    self.OutboxEvent.objects.bulk_create(rows[start : start + CHUNK])
+        return time.perf_counter() - started
+
+    # -- driver ------------------------------------------------------------------------
+
+    def methods(self) -> list[Method]:
+        args = self.args
+        described = {
+            "relay": Method(
+                "relay",
+                f"eventbus Relay, batch {args.batch}: claim, publish pipelined, mark sent, commit",
+                args.events,
+            ),
+            "raw": Method(
+                "raw", f"js.publish_async from memory, {args.window} in flight, all acks awaited", args.events
+            ),
+        }
+        return [described[name] for name in args.methods]
+
+    def run(self) -> None:
+        methods = self.methods()
+        print("Measuring (each method once per run, interleaved):", flush=True)
+        benchlib.run_rounds(methods, self.args.runs, self.measure)
+        print()
+        benchlib.print_results(methods)
+        results = {method.name: method.median for method in methods}
+        if {"relay", "raw"} <= results.keys():
+            benchlib.print_ratios([("relay / raw", results["relay"] / results["raw"], TARGET_VS_RAW)])
+
+    def measure(self, method: Method) -> float:
+        if method.name == "relay":
+            seconds = self.fill_outbox()
+            print(
+                f"  (prepared {method.events:,} outbox rows with {self.args.prepare} in {seconds:.2f}s "
+                f"= {method.events / seconds:,.0f} rows/s, {CHUNK:,} per transaction; untimed)",
+                flush=True,
+            )
+        seconds = asyncio.run(self.measures[method.name](method))
+        if method.name == "relay":
+            self.check_rows(method)
+        return seconds
+
+    async def fresh_streams(self, js) -> None:
+        """The benchmark's stream recreated empty; every declared stream exists (as after nats_setup)."""
+        from apps.eventbus.registry import registry
+        from apps.eventbus.setup import ensure_stream
+
+        await benchlib.reset_stream(js, STREAM)
+        for spec in registry.streams.values():
+            await ensure_stream(js, spec)
+
+    # -- 1. the relay ------------------------------------------------------------------
+
+    async def relay(self, method: Method) -> float:
+        from apps.eventbus.relay import Relay
+
+        async with benchlib.nats_client(self.servers.nats.url) as nc:
+            js = nc.jetstream()
+            await self.fresh_streams(js)
+            stop = asyncio.Event()
+            relay = Relay(batch_size=self.args.batch, poll_interval=0.2)
+            started = time.perf_counter()
+            task = asyncio.create_task(relay.run(stop))
+            try:
+                finished = await benchlib.wait_for_row_count(
+                    self.servers.database_url,
+                    self.unsent_sql,
+                    [],
+                    0,
+                    interval=self.args.poll,
+                    timeout=benchlib.timeout_for(method.events),
+                    worker=task,
+                    compare=lambda unsent, target: unsent <= target,
+                )
+            finally:
+                await benchlib.stop_worker(stop, task)
+            benchlib.check(method, "messages in the stream", await benchlib.stream_messages(js, STREAM), method.events)
+        return finished - started
+
+    # -- 2. raw pipelined publishing ---------------------------------------------------
+
+    async def raw(self, method: Method) -> float:
+        async with benchlib.nats_client(self.servers.nats.url) as nc:
+            js = nc.jetstream()
+            await self.fresh_streams(js)
+            started = time.perf_counter()
+            await benchlib.publish_pipelined(js, self.messages, window=self.args.window)
+            elapsed = time.perf_counter() - started
+            benchlib.check(method, "messages in the stream", await benchlib.stream_messages(js, STREAM), method.events)
+        return elapsed
+
+    # -- checks ------------------------------------------------------------------------
+
+    def check_rows(self, method: Method) -> None:
+        rows = self.OutboxEvent.objects
+        benchlib.check(method, "rows marked sent", rows.filter(sent_at__isnull=False).count(), method.events)
+        benchlib.check(
+            method, "rows with a stream sequence", rows.filter(stream_sequence__isnull=False).count(), method.events
+        )
+
+
+def main() -> int:
+    args = parse_args()
+    with benchlib.report_interrupts(), benchlib.PrivateServers() as servers:
+        benchlib.setup_django(servers)
+        bench = RelayBench(servers, args)
+        aggregates = -(-args.events // args.per_aggregate)
+        params = {
+            "Events": f"{args.events:,} per run, {aggregates:,} aggregate(s) of up to {args.per_aggregate} event(s)",
+            "Runs": f"{args.runs} of each method, interleaved; median reported",
+            "Batch": f"{args.batch} (relay); raw window {args.window}",
+            "Preparation": f"{args.prepare}, {CHUNK:,} rows per transaction (untimed)",
+            "Timing": f"perf_counter; relay end = first unsent-count poll at 0 (every {args.poll}s)",
+        }
+        benchlib.print_facts("relay throughput", benchlib.environment_facts(servers, params))
+        bench.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
