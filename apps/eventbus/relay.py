@@ -77,10 +77,12 @@ class Relay:
                     delay = min(delay * 2, BACKOFF_MAX)
                     continue
                 delay = BACKOFF_INITIAL
-                if published < self.batch_size:  # drained: wait for a notification or the poll
+                if published < self.batch_size:  # drained: wait for a notification, the poll, or stop
                     self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), timeout=self.poll_interval)
+                    waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+                    await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                    for waiting in waits:
+                        waiting.cancel()
         finally:
             listener.cancel()
             backlog.cancel()

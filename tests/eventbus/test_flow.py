@@ -1,5 +1,7 @@
 """The happy path and idempotency: outbox -> relay -> stream -> consumer -> effects + ledger."""
 
+import time
+
 from django.db import transaction
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
@@ -63,3 +65,40 @@ def test_a_raw_consumer_sees_every_message(bus):
     bus.publish("testing.anything.v7", b"not even json")
     with bus.consumer("testing-raw"):
         wait_for(lambda: Effect.objects.filter(consumer="testing-raw").count() == 2)
+
+
+def test_the_relay_wakes_on_notify_without_waiting_for_its_poll(bus):
+    from apps.eventbus.relay import Relay
+    from tests.eventbus.conftest import BackgroundWorker
+
+    with BackgroundWorker(Relay(batch_size=100, poll_interval=60)):
+        time.sleep(0.5)  # the relay is idle, waiting on LISTEN
+        started = time.monotonic()
+        with transaction.atomic():
+            outbox_write(SomethingHappened(value=1))
+        wait_for(lambda: OutboxEvent.objects.filter(sent_at__isnull=False).exists(), timeout=10)
+    assert time.monotonic() - started < 10, "woken by NOTIFY, not by the 60 s poll"
+
+
+def test_two_relays_side_by_side_publish_each_event_once_in_aggregate_order(bus):
+    with transaction.atomic():
+        for i in range(300):
+            outbox_write(SomethingHappened(value=i, correlation_id=f"order-{i % 10}"))
+    with bus.relay(batch_size=40), bus.relay(batch_size=40):
+        wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), timeout=60)
+    assert bus.stream_messages("TESTING") == 300
+    for aggregate in {f"order-{i}" for i in range(10)}:
+        sequences = list(
+            OutboxEvent.objects.filter(aggregate_id=aggregate).order_by("id").values_list("stream_sequence", flat=True)
+        )
+        assert sequences == sorted(sequences) and len(set(sequences)) == 30
+
+
+def test_a_handler_longer_than_ack_wait_is_not_redelivered_while_it_works(bus):
+    bus.publish_event(SomethingHappened(value=1, mode="long"))
+    with bus.consumer("testing"):
+        wait_for(lambda: Effect.objects.count() == 1, timeout=30)
+        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
+        info = bus.consumer_info("TESTING", "testing")
+    assert info.num_redelivered == 0, "in-progress kept the server from redelivering"
+    assert ProcessedMessage.objects.count() == 1

@@ -8,7 +8,7 @@ class SomethingHappened(Event):
 
     subject = "testing.happened.v1"
     value: int
-    mode: Literal["ok", "permanent", "retry", "fail", "slow", "die", "strict"] = "ok"
+    mode: Literal["ok", "permanent", "retry", "fail", "slow", "long", "die", "strict"] = "ok"
 
 
 class SomethingHappenedV2(Event):

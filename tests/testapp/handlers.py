@@ -17,6 +17,8 @@ def on_happened(event: SomethingHappened) -> None:
         os._exit(137)  # the process dies mid-batch, before anything commits
     if event.mode == "slow":
         time.sleep(0.02)
+    if event.mode == "long":
+        time.sleep(5)  # longer than the consumer's ack_wait (3 s)
     _record("testing", event, event.value)  # effects first: a failure must roll them back
     if event.mode == "permanent":
         raise PermanentError("value refused by a business rule")
