@@ -15,6 +15,23 @@ H_ORIGINAL_SUBJECT = "Eventbus-Original-Subject"
 H_DEAD_LETTER_ID = "Eventbus-Dead-Letter-Id"
 
 
+def _ack_subject_fields(msg) -> tuple[str, int, int]:
+    """Stream, delivery count and stream sequence from a JetStream message's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
+    or the newer form with ``<domain>.<account hash>`` after ``$JS.ACK`` and a token at the
+    end. Parsed here because nats-py's ``msg.metadata`` builds several objects per message
+    on the hot path; anything unexpected falls back to it.
+    """
+    tokens = msg.reply.split(".") if msg.reply else []
+    if len(tokens) == 9 and tokens[1] == "ACK":
+        return tokens[2], int(tokens[4]), int(tokens[5])
+    if len(tokens) >= 12 and tokens[1] == "ACK":
+        return tokens[4], int(tokens[6]), int(tokens[7])
+    meta = msg.metadata
+    return meta.stream, meta.num_delivered, meta.sequence.stream
+
+
 def correlation_id_of(data: bytes) -> str:
     """The ``correlation_id`` of a JSON body, or "" (for bodies that are not valid events)."""
     return _body_field(data, "correlation_id")
@@ -75,14 +92,14 @@ class Delivery:
 
     @classmethod
     def from_nats(cls, msg, *, decode_event: bool) -> Delivery:
-        meta = msg.metadata
+        stream, num_delivered, stream_sequence = _ack_subject_fields(msg)
         delivery = cls(
-            stream=meta.stream,
+            stream=stream,
             delivery_subject=msg.subject,
             data=msg.data,
-            headers=dict(msg.headers or {}),
-            stream_sequence=meta.sequence.stream,
-            num_delivered=meta.num_delivered,
+            headers=msg.headers or {},
+            stream_sequence=stream_sequence,
+            num_delivered=num_delivered,
             raw_message=msg,
         )
         if decode_event:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from django.db import InterfaceError, OperationalError, connection, transaction
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import metrics
 from .contracts import ContractError
 from .delivery import Delivery, Outcome
 from .errors import PermanentError, RetryableError
 from .models import ProcessedMessage
-from .registry import ConsumerSpec
+from .registry import ConsumerSpec, is_batch_handler
 from .services import dead_letter_mark_resolved
 from .tracing import context_from, tracer
 
@@ -26,6 +28,15 @@ logger = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 DATABASE_RETRY_DELAY = 5.0
+_LEDGER = ProcessedMessage._meta.db_table
+# The ledger rows go in first: one round trip both claims the new messages and tells the
+# duplicates apart (a concurrent replica's uncommitted row makes this wait for its outcome).
+_CLAIM_IN_LEDGER = f"""
+    INSERT INTO {_LEDGER} (consumer, message_id, subject, processed_at)
+    SELECT %s, message_id, subject, now() FROM unnest(%s::text[], %s::text[]) AS l(message_id, subject)
+    ON CONFLICT (consumer, message_id) DO NOTHING
+    RETURNING message_id
+"""
 
 
 class _HandlerFailed(Exception):
@@ -36,8 +47,8 @@ class _HandlerFailed(Exception):
         self.index = index
 
 
-class _LedgerConflict(Exception):
-    """Another replica recorded one of the batch's messages meanwhile: run the batch again."""
+class _BatchFailed(Exception):
+    """A batch handler raised for a group: run again one event at a time to find the culprit."""
 
 
 def classify(exc: BaseException) -> Outcome:
@@ -52,6 +63,7 @@ def classify(exc: BaseException) -> Outcome:
 class BatchProcessor:
     def __init__(self, spec: ConsumerSpec) -> None:
         self.spec = spec
+        self.duration = metrics.PROCESSING_DURATION.labels(spec.name)
 
     def process(self, deliveries: list[Delivery]) -> list[Outcome]:
         """One outcome per delivery, in order. Effects of handled messages are committed.
@@ -59,7 +71,8 @@ class BatchProcessor:
         The whole batch runs in one transaction. When a handler fails, the transaction is
         rolled back and the batch runs again without that message, which keeps its failure:
         the good messages commit, the bad one is retried or dead-lettered, and no failing
-        handler runs twice for one delivery.
+        handler runs twice for one delivery (a batch handler that failed for a group runs
+        once more per event of it, to find which one fails).
         """
         outcomes: dict[int, Outcome] = {}
         ready: list[int] = []
@@ -71,20 +84,18 @@ class BatchProcessor:
                 outcomes[index] = Outcome("dead_letter", error)
             else:
                 ready.append(index)
-        conflicts = 0
+        grouped = True
         while ready:
             try:
-                outcomes.update(self._transaction(deliveries, ready))
+                outcomes.update(self._transaction(deliveries, ready, grouped=grouped))
                 break
+            except _BatchFailed:
+                grouped = False
             except _HandlerFailed as failed:
                 cause = failed.__cause__
                 metrics.PROCESSING_ERRORS.labels(self.spec.name, type(cause).__name__).inc()
                 outcomes[failed.index] = classify(cause)
                 ready.remove(failed.index)
-            except _LedgerConflict:
-                conflicts += 1
-                if conflicts > 3:
-                    raise
             except DATABASE_UNAVAILABLE as exc:
                 logger.warning("database unavailable, %d message(s) will be retried: %s", len(ready), exc)
                 _reset_connection()
@@ -93,65 +104,105 @@ class BatchProcessor:
                 break
         return [outcomes[index] for index in range(len(deliveries))]
 
-    def _transaction(self, deliveries: list[Delivery], ready: list[int]) -> dict[int, Outcome]:
+    def _transaction(self, deliveries: list[Delivery], ready: list[int], *, grouped: bool) -> dict[int, Outcome]:
         results: dict[int, Outcome] = {}
-        consumer = self.spec.name
-        with transaction.atomic():
-            ids = {deliveries[index].message_id for index in ready}
-            seen = set(
-                ProcessedMessage.objects.filter(consumer=consumer, message_id__in=ids).values_list(
-                    "message_id", flat=True
-                )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _CLAIM_IN_LEDGER,
+                [
+                    self.spec.name,
+                    [deliveries[index].message_id for index in ready],
+                    [deliveries[index].subject for index in ready],
+                ],
             )
-            ledger: list[ProcessedMessage] = []
+            new = {message_id for (message_id,) in cursor.fetchall()}
+            todo: list[int] = []
             for index in ready:
                 delivery = deliveries[index]
-                if delivery.message_id in seen:
+                if delivery.message_id in new:
+                    new.discard(delivery.message_id)  # a second copy in the same batch is a duplicate
+                    todo.append(index)
+                else:
                     if delivery.dead_letter_id:
                         dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="already handled")
                     results[index] = Outcome.duplicate()
-                    continue
-                seen.add(delivery.message_id)
-                self._run(index, delivery)
-                ledger.append(
-                    ProcessedMessage(consumer=consumer, message_id=delivery.message_id, subject=delivery.subject)
-                )
-                results[index] = Outcome.handled()
-            if ledger:
-                try:
-                    with transaction.atomic():
-                        ProcessedMessage.objects.bulk_create(ledger)
-                except IntegrityError as exc:
-                    raise _LedgerConflict from exc
+            for handler, group in self._groups(deliveries, todo, grouped=grouped):
+                self._run(handler, [(index, deliveries[index]) for index in group])
+                for index in group:
+                    results[index] = Outcome.handled()
         return results
 
-    def _run(self, index: int, delivery: Delivery) -> None:
-        """Call the handler; its failure surfaces as _HandlerFailed, a database outage as itself."""
-        handler = self.spec.handler_for(delivery.subject)
+    def _groups(self, deliveries: list[Delivery], todo: list[int], *, grouped: bool):
+        """(handler, indexes) in stream order; consecutive messages for one batch handler go together."""
+        current: Callable | None = None
+        group: list[int] = []
+        for index in todo:
+            handler = self.spec.handler_for(deliveries[index].subject)
+            if grouped and handler is current and is_batch_handler(handler):
+                group.append(index)
+                continue
+            if group:
+                yield current, group
+            current, group = handler, [index]
+        if group:
+            yield current, group
+
+    def _run(self, handler: Callable, items: list[tuple[int, Delivery]]) -> None:
+        """Call the handler; its failure surfaces as _HandlerFailed/_BatchFailed, a database outage as itself."""
         started = time.perf_counter()
-        span_name = f"{self.spec.name} process {delivery.subject}"
-        with tracer().start_as_current_span(
-            span_name, context=context_from(delivery.headers), kind=SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.destination.name", delivery.subject)
-            span.set_attribute("messaging.message.id", delivery.message_id)
-            try:
+        span = _start_span(self.spec.name, items)
+        try:
+            if is_batch_handler(handler):
+                handler([delivery if self.spec.raw else delivery.event for _, delivery in items])
+            else:
+                (_, delivery) = items[0]
                 handler(delivery if self.spec.raw else delivery.event)
+            for _, delivery in items:
                 if delivery.dead_letter_id:
                     dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="reprocessed")
-            except DATABASE_UNAVAILABLE:
-                raise
-            except Exception as exc:
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:
+            if span is not None:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                raise _HandlerFailed(index) from exc
-            finally:
-                metrics.PROCESSING_DURATION.labels(self.spec.name).observe(time.perf_counter() - started)
+            if len(items) > 1:
+                raise _BatchFailed from exc
+            raise _HandlerFailed(items[0][0]) from exc
+        finally:
+            if span is not None:
+                span.end()
+            elapsed = time.perf_counter() - started
+            for _ in items:
+                self.duration.observe(elapsed / len(items))
+
+
+def _start_span(consumer: str, items: list[tuple[int, Delivery]]):
+    """A CONSUMER span whose parent is the producer's trace (one message) or linked to each (a group).
+    None when no tracer provider is installed, to keep the hot path free of no-op work."""
+    if not _tracing_enabled():
+        return None
+    first = items[0][1]
+    attributes = {"messaging.system": "nats", "messaging.destination.name": first.subject}
+    if len(items) == 1:
+        attributes["messaging.message.id"] = first.message_id
+        return tracer().start_span(
+            f"{consumer} process {first.subject}",
+            context=context_from(first.headers),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
+    links = [Link(trace.get_current_span(context_from(d.headers)).get_span_context()) for _, d in items]
+    attributes["messaging.batch.message_count"] = len(items)
+    return tracer().start_span(
+        f"{consumer} process {first.subject}", kind=SpanKind.CONSUMER, attributes=attributes, links=links
+    )
+
+
+def _tracing_enabled() -> bool:
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def _reset_connection() -> None:
-    from django.db import connection
-
     try:
         connection.close()
     except DATABASE_UNAVAILABLE:

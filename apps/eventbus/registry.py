@@ -31,6 +31,22 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(pattern_tokens) == len(subject_tokens)
 
 
+def batch_handler(function: Callable) -> Callable:
+    """Mark a handler that takes a list of events (of one subject, in stream order) at once.
+
+    The runner calls it with every event of a fetched batch that it handles, inside the
+    batch's transaction, so it can write with one ``bulk_create``. When it raises, the runner
+    calls it again with one event at a time to find the message that fails, so it must
+    accept a list of any length, including one.
+    """
+    function.eventbus_batch = True
+    return function
+
+
+def is_batch_handler(handler: Callable) -> bool:
+    return getattr(handler, "eventbus_batch", False)
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -86,10 +102,18 @@ class ConsumerSpec:
         ]
 
     def handler_for(self, subject: str) -> Callable | None:
-        for pattern, handler in self.resolved_handlers:
-            if subject_matches(pattern, subject):
-                return handler
-        return None
+        try:
+            return self._handler_cache[subject]
+        except KeyError:
+            handler = next(
+                (handler for pattern, handler in self.resolved_handlers if subject_matches(pattern, subject)), None
+            )
+            self._handler_cache[subject] = handler
+            return handler
+
+    @cached_property
+    def _handler_cache(self) -> dict[str, Callable | None]:
+        return {}
 
     def nak_delay(self, num_delivered: int) -> float:
         return self.backoff[min(num_delivered, len(self.backoff)) - 1]

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import psycopg
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
@@ -38,16 +41,54 @@ BACKOFF_INITIAL, BACKOFF_MAX = 0.5, 10.0
 BACKLOG_POLL = 5.0
 
 
+_TABLE = OutboxEvent._meta.db_table
+_CLAIM = f"""
+    SELECT id, message_id, subject, aggregate_id, body, headers FROM {_TABLE}
+    WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+"""
+_EARLIEST_ELSEWHERE = f"""
+    SELECT aggregate_id, min(id) FROM {_TABLE}
+    WHERE sent_at IS NULL AND aggregate_id = ANY(%s) AND NOT (id = ANY(%s))
+    GROUP BY aggregate_id
+"""
+_MARK_SENT = f"""
+    UPDATE {_TABLE} AS o SET sent_at = now(), stream_sequence = s.seq
+    FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, seq) WHERE o.id = s.id
+"""
+
+
+class _Row(NamedTuple):
+    id: int
+    message_id: str
+    subject: str
+    aggregate_id: str
+    body: str
+    headers: dict | str
+
+
+def _json(value: dict | str) -> dict:
+    return _parse_headers(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_headers(text: str) -> dict:
+    """Most rows share their headers (content type, event type, version): parse each form once.
+    Callers copy before adding to it."""
+    return json.loads(text)
+
+
 class PublishIncomplete(Exception):
     """Some rows of a round were not acknowledged by JetStream; they stay unsent."""
 
 
 class Relay:
-    def __init__(self, *, batch_size: int, poll_interval: float, reg: Registry = registry) -> None:
+    def __init__(self, *, batch_size: int, poll_interval: float, lanes: int = 2, reg: Registry = registry) -> None:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.registry = reg
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-relay")
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-relay-{lane}") for lane in range(lanes)
+        ]
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -58,82 +99,85 @@ class Relay:
             await ensure_stream(self.js, spec)
         listener = asyncio.create_task(self._listen(stop))
         backlog = asyncio.create_task(self._watch_backlog(stop))
-        logger.info("outbox relay running (batch %d)", self.batch_size)
-        delay = BACKOFF_INITIAL
+        logger.info("outbox relay running (batch %d, %d lane(s))", self.batch_size, len(self.executors))
         try:
-            while not stop.is_set():
-                try:
-                    published = await self.loop.run_in_executor(self.executor, self.relay_once)
-                except (OperationalError, InterfaceError, PublishIncomplete, NoStreamResponseError) as exc:
-                    logger.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
-                    await self.loop.run_in_executor(self.executor, _reset_connection)
-                    await _sleep_until(stop, delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                except Exception:  # a crash mid-round: nothing was marked sent; the next round re-publishes
-                    logger.exception("outbox relay: unexpected failure; retrying in %.1fs", delay)
-                    await self.loop.run_in_executor(self.executor, _reset_connection)
-                    await _sleep_until(stop, delay)
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-                delay = BACKOFF_INITIAL
-                if published < self.batch_size:  # drained: wait for a notification, the poll, or stop
-                    self.wake.clear()
-                    waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
-                    await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
-                    for waiting in waits:
-                        waiting.cancel()
+            await asyncio.gather(*(self._lane(executor, stop) for executor in self.executors))
         finally:
             listener.cancel()
             backlog.cancel()
             await close_client(self.nc)
-            await self.loop.run_in_executor(self.executor, close_old_connections)
-            self.executor.shutdown(wait=True)
+            for executor in self.executors:
+                await self.loop.run_in_executor(executor, close_old_connections)
+                executor.shutdown(wait=True)
             logger.info("outbox relay stopped")
+
+    async def _lane(self, executor: ThreadPoolExecutor, stop: asyncio.Event) -> None:
+        """Rounds one after another on one thread (one database connection). Lanes overlap one
+        round's publishing with another's database work; SKIP LOCKED splits the rows and the
+        aggregate check keeps each aggregate's events in order across lanes."""
+        delay = BACKOFF_INITIAL
+        while not stop.is_set():
+            try:
+                published = await self.loop.run_in_executor(executor, self.relay_once)
+            except Exception as exc:
+                if isinstance(exc, OperationalError | InterfaceError | PublishIncomplete | NoStreamResponseError):
+                    logger.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
+                else:
+                    logger.exception("outbox relay: unexpected failure; retrying in %.1fs", delay)
+                await self.loop.run_in_executor(executor, _reset_connection)
+                await _sleep_until(stop, delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay = BACKOFF_INITIAL
+            if published < self.batch_size:  # drained: wait for a notification, the poll, or stop
+                self.wake.clear()
+                waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:
+                    waiting.cancel()
 
     # -- one round (worker thread) --------------------------------------------------
 
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were marked sent."""
-        with transaction.atomic():
-            rows = list(
-                OutboxEvent.objects.select_for_update(skip_locked=True)
-                .filter(sent_at__isnull=True)
-                .order_by("id")[: self.batch_size]
-            )
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CLAIM, [self.batch_size])
+            rows = [_Row(*values) for values in cursor.fetchall()]
             if not rows:
                 return 0
-            rows = self._without_blocked_aggregates(rows)
+            rows = self._without_blocked_aggregates(cursor, rows)
             acked, failed = asyncio.run_coroutine_threadsafe(self._publish(rows), self.loop).result()
-            now = timezone.now()
-            for row in acked:
-                row.sent_at, row.stream_sequence = now, acked[row]
-            OutboxEvent.objects.bulk_update(list(acked), ["sent_at", "stream_sequence"])
-        for row in acked:
-            metrics.MESSAGES_PUBLISHED.labels(row.subject).inc()
+            if acked:
+                self._mark_sent(cursor, acked)
+        subjects: dict[str, int] = defaultdict(int)
+        for row, _ in acked:
+            subjects[row.subject] += 1
+        for subject, count in subjects.items():
+            metrics.MESSAGES_PUBLISHED.labels(subject).inc(count)
         if failed:
             raise PublishIncomplete(f"{len(failed)} of {len(rows)} event(s) not acknowledged: {failed[0]}")
         return len(acked)
 
-    def _without_blocked_aggregates(self, rows: list[OutboxEvent]) -> list[OutboxEvent]:
-        """Keep a row only if no earlier unsent row of its aggregate lies outside this batch."""
-        claimed = {row.id for row in rows}
-        earliest_elsewhere = dict(
-            OutboxEvent.objects.filter(sent_at__isnull=True, aggregate_id__in={row.aggregate_id for row in rows})
-            .exclude(id__in=claimed)
-            .values("aggregate_id")
-            .annotate(first=Min("id"))
-            .values_list("aggregate_id", "first")
-        )
+    def _mark_sent(self, cursor, acked: list[tuple[_Row, int]]) -> None:
+        cursor.execute(_MARK_SENT, [[row.id for row, _ in acked], [seq for _, seq in acked]])
+
+    def _without_blocked_aggregates(self, cursor, rows: list[_Row]) -> list[_Row]:
+        """Keep a row only if no earlier unsent row of its aggregate lies outside this batch
+        (another relay holds it, or it is newer than the batch's window)."""
+        cursor.execute(_EARLIEST_ELSEWHERE, [list({row.aggregate_id for row in rows}), [row.id for row in rows]])
+        earliest_elsewhere = dict(cursor.fetchall())
+        if not earliest_elsewhere:
+            return rows
         return [row for row in rows if row.id < earliest_elsewhere.get(row.aggregate_id, row.id + 1)]
 
     # -- publishing (event loop) ----------------------------------------------------
 
-    async def _publish(self, rows: list[OutboxEvent]) -> tuple[dict[OutboxEvent, int], list[str]]:
-        per_aggregate: dict[str, list[OutboxEvent]] = defaultdict(list)
+    async def _publish(self, rows: list[_Row]) -> tuple[list[tuple[_Row, int]], list[str]]:
+        """Publish in waves; return the (row, stream sequence) pairs JetStream acknowledged."""
+        per_aggregate: dict[str, list[_Row]] = defaultdict(list)
         for row in rows:
             per_aggregate[row.aggregate_id].append(row)
-        acked: dict[OutboxEvent, int] = {}
+        acked: list[tuple[_Row, int]] = []
         failures: list[str] = []
         stopped: set[str] = set()
         for wave in range(max(len(events) for events in per_aggregate.values())):
@@ -146,7 +190,7 @@ class Relay:
                 break
             futures: list[asyncio.Future] = []
             for row in batch:
-                headers = {**row.headers, H_MSG_ID: row.message_id}
+                headers = {**_json(row.headers), H_MSG_ID: row.message_id}
                 try:
                     futures.append(await self.js.publish_async(row.subject, row.body.encode(), headers=headers))
                 except Exception as exc:  # noqa: BLE001 - e.g. the connection is closed: this row waits
@@ -159,7 +203,7 @@ class Relay:
                     stopped.add(row.aggregate_id)
                     failures.append(f"{row.subject} {row.message_id}: {type(result).__name__} {result}".strip())
                 else:
-                    acked[row] = result.seq
+                    acked.append((row, result.seq))
         return acked, failures
 
     # -- wake-ups and gauges --------------------------------------------------------
@@ -182,7 +226,7 @@ class Relay:
     async def _watch_backlog(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(Exception):
-                stats = await self.loop.run_in_executor(self.executor, _backlog)
+                stats = await self.loop.run_in_executor(self.executors[0], _backlog)
                 metrics.OUTBOX_BACKLOG.set(stats["count"])
                 oldest = stats["oldest"]
                 metrics.OUTBOX_OLDEST_AGE.set((timezone.now() - oldest).total_seconds() if oldest else 0)

@@ -77,23 +77,50 @@ class ConsumerRunner:
             logger.info("consumer %s stopped", self.spec.name)
 
     async def _consume(self, subscription, stop: asyncio.Event) -> None:
+        """Fetch batch n+1 (and decode it) while batch n is processed in the worker thread."""
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            try:
-                messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except (ConnectionClosedError, NoServersError, OSError) as exc:
-                logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            deliveries = [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
-            heartbeat = asyncio.create_task(self._keep_in_progress(deliveries))
-            try:
-                outcomes = await loop.run_in_executor(self.executor, self.processor.process, deliveries)
-            finally:
-                heartbeat.cancel()
-            await self._settle(deliveries, outcomes)
+        prefetch = asyncio.create_task(self._fetch(subscription))
+        settling: asyncio.Task | None = None
+        try:
+            while True:
+                deliveries = await prefetch
+                if stop.is_set():
+                    await self._release(deliveries)  # not in hand yet: let another replica take them
+                    break
+                prefetch = asyncio.create_task(self._fetch(subscription))
+                if not deliveries:
+                    continue
+                heartbeat = asyncio.create_task(self._keep_in_progress(deliveries))
+                try:
+                    outcomes = await loop.run_in_executor(self.executor, self.processor.process, deliveries)
+                finally:
+                    heartbeat.cancel()
+                if settling is not None:
+                    await settling
+                settling = asyncio.create_task(self._settle(deliveries, outcomes))
+        finally:
+            if settling is not None:
+                await settling
+            if not prefetch.done():
+                prefetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prefetch
+
+    async def _fetch(self, subscription) -> list[Delivery]:
+        try:
+            messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        except (ConnectionClosedError, NoServersError, OSError) as exc:
+            logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
+            await asyncio.sleep(0.5)
+            return []
+        return [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            with contextlib.suppress(Exception):
+                await delivery.raw_message.nak()
 
     async def _keep_in_progress(self, deliveries: list[Delivery]) -> None:
         """Long batches: tell the server we are still working so it does not redeliver."""
@@ -104,6 +131,7 @@ class ConsumerRunner:
                     await delivery.raw_message.in_progress()
 
     async def _settle(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
+        counts: dict[tuple[str, str], int] = {}
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             message = delivery.raw_message
             kind = outcome.kind
@@ -120,7 +148,9 @@ class ConsumerRunner:
             except Exception as exc:  # noqa: BLE001 - the server redelivers after ack_wait; nothing is lost
                 logger.warning("consumer %s: settling seq %s failed: %s", self.spec.name, delivery.stream_sequence, exc)
                 continue
-            metrics.MESSAGES_CONSUMED.labels(self.spec.name, delivery.subject, kind).inc()
+            counts[delivery.subject, kind] = counts.get((delivery.subject, kind), 0) + 1
+        for (subject, kind), count in counts.items():
+            metrics.MESSAGES_CONSUMED.labels(self.spec.name, subject, kind).inc(count)
 
     async def _dead_letter(self, delivery: Delivery, outcome: Outcome) -> None:
         """Publish to ``dlq.<consumer>`` and wait for the DLQ stream to store it."""

@@ -13,6 +13,7 @@ from django.db.models import Count
 from apps.eventbus import deadletters as dl
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.outbox import outbox_write
+from apps.eventbus.relay import Relay
 from orders_platform.embedded.procs import pid_alive
 from tests.eventbus.conftest import stop_process, wait_for
 from tests.testapp.events import SomethingHappened
@@ -33,19 +34,19 @@ def test_a_relay_crash_after_publishing_and_before_marking_sent_publishes_no_dup
     with transaction.atomic():
         for i in range(50):
             outbox_write(SomethingHappened(value=i))
-    real_bulk_update = OutboxEvent.objects.bulk_update
+    real_mark_sent = Relay._mark_sent
     crashes = []
 
-    def crash_once(*args, **kwargs):
+    def crash_once(self, cursor, acked):
         if not crashes:
-            crashes.append(time.monotonic())
+            crashes.append(len(acked))
             raise RuntimeError("relay killed between publish and commit")
-        return real_bulk_update(*args, **kwargs)
+        return real_mark_sent(self, cursor, acked)
 
-    monkeypatch.setattr(OutboxEvent.objects, "bulk_update", crash_once)
+    monkeypatch.setattr(Relay, "_mark_sent", crash_once)
     with bus.relay():
         wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists())
-    assert crashes, "the crash happened"
+    assert crashes == [50], "the crash came after all 50 were published"
     assert bus.stream_messages("TESTING") == 50, "the second publish of each event was dropped as a duplicate"
     with bus.consumer("testing"):
         wait_for(lambda: Effect.objects.count() == 50)
