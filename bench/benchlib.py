@@ -283,6 +283,15 @@ def check(method: Method, what: str, actual: int, expected: int) -> None:
         print(f"  WARNING ({method.name}): {note}", flush=True)
 
 
+def measure_and_report(methods: Sequence[Method], runs: int, measure: Callable[[Method], float]) -> dict[str, float]:
+    """Interleaved rounds, then the table of medians; returns method name -> median events/s."""
+    print("Measuring (each method once per run, interleaved):", flush=True)
+    run_rounds(methods, runs, measure)
+    print()
+    print_results(methods)
+    return {method.name: method.median for method in methods}
+
+
 def run_rounds(methods: Sequence[Method], runs: int, measure: Callable[[Method], float]) -> None:
     """Measure each method once per round, interleaved, so drift on a shared machine hits all alike.
 

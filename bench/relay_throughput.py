@@ -137,12 +137,7 @@ class RelayBench:
         return [described[name] for name in args.methods]
 
     def run(self) -> None:
-        methods = self.methods()
-        print("Measuring (each method once per run, interleaved):", flush=True)
-        benchlib.run_rounds(methods, self.args.runs, self.measure)
-        print()
-        benchlib.print_results(methods)
-        results = {method.name: method.median for method in methods}
+        results = benchlib.measure_and_report(self.methods(), self.args.runs, self.measure)
         if {"relay", "raw"} <= results.keys():
             benchlib.print_ratios([("relay / raw", results["relay"] / results["raw"], TARGET_VS_RAW)])
 

@@ -98,6 +98,6 @@ def decode(subject: str, data: bytes) -> Event:
 def validate(event: Event) -> Event:
     """Re-validate an event built in code (model_construct or mutated copies skip validation)."""
     try:
-        return type(event).model_validate(event.model_dump())
+        return type(event).model_validate(event.model_dump(warnings=False))
     except ValidationError as exc:
         raise ContractError(f"{event.subject} failed validation: {exc}") from None

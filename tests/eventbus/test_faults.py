@@ -30,6 +30,22 @@ def assert_each_applied_once(count: int, consumer: str = "testing") -> None:
     assert ProcessedMessage.objects.filter(consumer=consumer).count() == count
 
 
+def publish_slow_events(bus, count: int) -> None:
+    for i in range(count):
+        bus.publish_event(SomethingHappened(value=i, mode="slow"))
+
+
+def finish_with_a_fresh_consumer(bus, total: int) -> None:
+    """Start a new consumer process, let it drain the stream, stop it cleanly."""
+    process = bus.consumer_process("testing", "--batch", "50")
+    try:
+        wait_for(lambda: Effect.objects.count() >= total, timeout=90)  # includes ack_wait for a lost batch
+        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
+    finally:
+        assert stop_process(process) == 0
+    assert_each_applied_once(total)
+
+
 def test_a_relay_crash_after_publishing_and_before_marking_sent_publishes_no_duplicate(bus, monkeypatch):
     with transaction.atomic():
         for i in range(50):
@@ -54,8 +70,7 @@ def test_a_relay_crash_after_publishing_and_before_marking_sent_publishes_no_dup
 
 
 def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice(bus):
-    for i in range(300):
-        bus.publish_event(SomethingHappened(value=i, mode="slow"))
+    publish_slow_events(bus, 300)
     process = bus.consumer_process("testing", "--batch", "25")
     try:
         wait_for(lambda: Effect.objects.count() >= 50, timeout=60)
@@ -65,13 +80,7 @@ def test_a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice(bus
         assert 50 <= applied_before_kill < 300
     finally:
         stop_process(process, signal.SIGKILL)
-    restarted = bus.consumer_process("testing", "--batch", "25")
-    try:
-        wait_for(lambda: Effect.objects.count() >= 300, timeout=90)  # includes ack_wait for the lost batch
-        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
-    finally:
-        assert stop_process(restarted) == 0
-    assert_each_applied_once(300)
+    finish_with_a_fresh_consumer(bus, 300)
 
 
 def test_a_nats_restart_during_relay_and_consumption_loses_nothing(bus, nats_settings):
@@ -92,8 +101,7 @@ def test_a_nats_restart_during_relay_and_consumption_loses_nothing(bus, nats_set
 
 
 def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
-    for i in range(200):
-        bus.publish_event(SomethingHappened(value=i, mode="slow"))
+    publish_slow_events(bus, 200)
     process = bus.consumer_process("testing", "--batch", "50")
     try:
         wait_for(lambda: Effect.objects.count() > 0, timeout=60)
@@ -108,14 +116,7 @@ def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
     assert info.delivered.stream_seq - info.ack_floor.stream_seq == info.num_ack_pending
     assert info.num_pending + info.num_ack_pending == 200 - applied
     assert_each_applied_once(applied)
-
-    restarted = bus.consumer_process("testing", "--batch", "50")
-    try:
-        wait_for(lambda: Effect.objects.count() >= 200, timeout=60)
-        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
-    finally:
-        assert stop_process(restarted) == 0
-    assert_each_applied_once(200)
+    finish_with_a_fresh_consumer(bus, 200)
 
 
 def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_process(bus):
