@@ -31,7 +31,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50_000, help="outbox rows / messages per run (default 50000)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each method; the median is reported (default 3)")
-    parser.add_argument("--batch", type=int, default=500, help="the relay's batch size (default 500)")
+    parser.add_argument(
+        "--batch", type=int, default=1000, help="the relay's batch size (default 1000, as the platform)"
+    )
     parser.add_argument(
         "--window", type=int, default=benchlib.PUBLISH_WINDOW, help="raw baseline: publishes in flight (default 2000)"
     )

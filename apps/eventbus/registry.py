@@ -18,6 +18,10 @@ from django.utils.module_loading import import_string
 REDELIVER_PREFIX = "redeliver"  # redeliver.<STREAM>.<consumer>: one consumer's private lane in a stream
 DLQ_STREAM = "DLQ"
 DLQ_PREFIX = "dlq"
+# The server's MAX_DELIVERIES advisories are core NATS messages: kept in a stream, none is
+# lost while no replica of the consumer concerned is running.
+ADVISORY_STREAM = "ADVISORIES"
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -173,6 +177,15 @@ registry = Registry()
 
 registry.register_stream(
     StreamSpec(DLQ_STREAM, (f"{DLQ_PREFIX}.>",), description="Dead letters of every consumer", redelivery=False)
+)
+registry.register_stream(
+    StreamSpec(
+        ADVISORY_STREAM,
+        (f"{MAX_DELIVERIES_ADVISORY}.>",),
+        description="MAX_DELIVERIES advisories, so the runners can dead-letter what the server gave up on",
+        max_age_days=7,
+        redelivery=False,
+    )
 )
 registry.register_consumer(
     ConsumerSpec(

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from . import metrics
@@ -24,7 +25,7 @@ from .connection import close_client, connect
 from .deadletters import dead_letter_headers, dlq_subject
 from .delivery import Delivery, Outcome
 from .processing import BatchProcessor
-from .registry import DLQ_STREAM, ConsumerSpec, Registry, registry
+from .registry import ADVISORY_STREAM, DLQ_STREAM, MAX_DELIVERIES_ADVISORY, ConsumerSpec, Registry, registry
 from .setup import ensure_consumer, ensure_stream
 
 logger = logging.getLogger(__name__)
@@ -55,20 +56,20 @@ class ConsumerRunner:
         self.nc = await connect(max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         try:
-            for stream in {*self.lanes, DLQ_STREAM}:
+            for stream in {*self.lanes, DLQ_STREAM, ADVISORY_STREAM}:
                 await ensure_stream(self.js, self.registry.streams[stream])
             subscriptions = {}
             for stream, subjects in self.lanes.items():
                 await ensure_consumer(self.js, self.spec, stream, subjects)
                 subscriptions[stream] = await self.js.pull_subscribe_bind(durable=self.spec.name, stream=stream)
-                await self.nc.subscribe(
-                    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{self.spec.name}", cb=self._on_max_deliveries
-                )
+            advisories = await self._advisory_subscription()
             logger.info(
                 "consumer %s running on %s (batch %d)", self.spec.name, ", ".join(sorted(self.lanes)), self.batch_size
             )
             poller = asyncio.create_task(self._poll_pending(stop))
-            await asyncio.gather(*(self._consume(sub, stop) for sub in subscriptions.values()))
+            await asyncio.gather(
+                *(self._consume(sub, stop) for sub in subscriptions.values()), self._watch_advisories(advisories, stop)
+            )
             poller.cancel()
         finally:
             await close_client(self.nc)
@@ -160,15 +161,44 @@ class ConsumerRunner:
         metrics.DEAD_LETTERS.labels(self.spec.name).inc()
         self._log(logging.ERROR, "dead-lettered", delivery, outcome)
 
-    async def _on_max_deliveries(self, advisory) -> None:
-        """The safety net: a message whose last delivery died with its process."""
+    async def _advisory_subscription(self):
+        """A durable (shared by this consumer's replicas) on the advisories of this consumer only."""
+        name = f"{self.spec.name}-advisories"
+        config = ConsumerConfig(
+            name=name,
+            durable_name=name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            filter_subject=f"{MAX_DELIVERIES_ADVISORY}.*.{self.spec.name}",
+        )
+        await self.js.add_consumer(ADVISORY_STREAM, config)
+        return await self.js.pull_subscribe_bind(durable=name, stream=ADVISORY_STREAM)
+
+    async def _watch_advisories(self, subscription, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                advisories = await subscription.fetch(10, timeout=FETCH_WAIT)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except (ConnectionClosedError, NoServersError, OSError):
+                await asyncio.sleep(0.5)
+                continue
+            for advisory in advisories:
+                with contextlib.suppress(Exception):
+                    if await self._on_max_deliveries(advisory):
+                        await advisory.ack()
+                    else:
+                        await advisory.nak(delay=5)
+
+    async def _on_max_deliveries(self, advisory) -> bool:
+        """The safety net: a message whose last delivery died with its process. True when handled."""
         try:
             body = json.loads(advisory.data)
             stream, sequence = body["stream"], int(body["stream_seq"])
             stored = await self.js.get_msg(stream, sequence)
         except (ValueError, KeyError, NotFoundError) as exc:
             logger.error("consumer %s: unusable MAX_DELIVERIES advisory: %s", self.spec.name, exc)
-            return
+            return True  # nothing to retry: the message is gone or the advisory is malformed
         delivery = Delivery(
             stream=stream,
             delivery_subject=stored.subject,
@@ -183,8 +213,10 @@ class ConsumerRunner:
         )
         try:
             await self._dead_letter(delivery, Outcome("dead_letter", error))
-        except Exception as exc:  # noqa: BLE001 - logged; the message is still in its stream
+        except Exception as exc:  # noqa: BLE001 - retried: the advisory stays in its stream
             logger.error("consumer %s: could not dead-letter seq %s: %s", self.spec.name, sequence, exc)
+            return False
+        return True
 
     async def _poll_pending(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

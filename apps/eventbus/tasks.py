@@ -18,9 +18,22 @@ def _delete_in_chunks(queryset) -> int:
 
 @shared_task(name="eventbus.prune_outbox")
 def prune_outbox() -> int:
-    """Delete published outbox rows older than the retention (they live on in the streams)."""
+    """Delete published outbox rows older than the retention (they live on in the streams).
+
+    Walks the primary key in chunks from the oldest row and stops at the first chunk
+    created after the cutoff, so it needs no index on ``sent_at``.
+    """
     cutoff = timezone.now() - timedelta(days=settings.EVENTBUS["OUTBOX_RETENTION_DAYS"])
-    return _delete_in_chunks(OutboxEvent.objects.filter(sent_at__lt=cutoff))
+    deleted, after = 0, 0
+    while True:
+        chunk = list(OutboxEvent.objects.filter(id__gt=after).order_by("id").values_list("id", "created_at")[:CHUNK])
+        if not chunk:
+            return deleted
+        ids = [pk for pk, _ in chunk]
+        deleted += OutboxEvent.objects.filter(id__in=ids, sent_at__lt=cutoff).delete()[0]
+        if chunk[-1][1] >= cutoff:
+            return deleted
+        after = ids[-1]
 
 
 @shared_task(name="eventbus.prune_ledger")

@@ -16,7 +16,7 @@ EVENTBUS = {
     "MAX_ACK_PENDING": env_int("EVENTBUS_MAX_ACK_PENDING", 1000, minimum=1),
     "BATCH_SIZE": env_int("EVENTBUS_BATCH_SIZE", 100, minimum=1, maximum=10_000),
     # Outbox relay and housekeeping.
-    "RELAY_BATCH_SIZE": env_int("EVENTBUS_RELAY_BATCH_SIZE", 500, minimum=1, maximum=10_000),
+    "RELAY_BATCH_SIZE": env_int("EVENTBUS_RELAY_BATCH_SIZE", 1000, minimum=1, maximum=10_000),
     "RELAY_POLL_SECONDS": env_int("EVENTBUS_RELAY_POLL_MS", 1000, minimum=10) / 1000,
     "OUTBOX_RETENTION_DAYS": env_int("EVENTBUS_OUTBOX_RETENTION_DAYS", 7, minimum=0),
     "LEDGER_RETENTION_DAYS": env_int("EVENTBUS_LEDGER_RETENTION_DAYS", 30, minimum=1),

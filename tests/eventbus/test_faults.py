@@ -120,11 +120,14 @@ def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
 
 
 def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_process(bus):
-    """max_deliver 2: two processes die on the message; a third hears the server give up."""
+    """max_deliver 2: two processes die on the message; when the next runner pulls, the server
+    gives up on it and says so in an advisory, which the ADVISORIES stream keeps until a runner
+    of that consumer (any replica) has dead-lettered the message."""
     bus.publish_event(SomethingHappened(value=1, mode="die"))
     for _ in range(2):
         process = bus.consumer_process("testing-advisory")
         assert process.wait(timeout=60) == 137, "the handler killed its process"
+    assert bus.stream_messages("DLQ") == 0
     watcher = bus.consumer_process("testing-advisory")
     try:
         wait_for(lambda: bus.stream_messages("DLQ") == 1, timeout=30)
@@ -135,6 +138,8 @@ def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_p
     assert headers[dl.H_ERROR_TYPE] == "MaxDeliveriesExceeded"
     assert headers[dl.H_ATTEMPTS] == "2"
     assert headers[dl.H_SEQUENCE] == "1"
+    assert bus.stream_messages("ADVISORIES") == 1
+    assert bus.drained("ADVISORIES", "testing-advisory-advisories"), "the advisory was acknowledged"
 
 
 def test_a_database_outage_naks_stays_alive_and_resumes(bus, postgres_server):
