@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import psycopg
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 from nats.js.errors import NoStreamResponseError
@@ -110,9 +110,10 @@ class Relay:
         finally:
             listener.cancel()
             backlog.cancel()
+            await asyncio.gather(listener, backlog, return_exceptions=True)  # closes the LISTEN connection
             await close_client(self.nc)
             for executor in self.executors:
-                await self.loop.run_in_executor(executor, close_old_connections)
+                await self.loop.run_in_executor(executor, connections.close_all)  # this thread's own
                 executor.shutdown(wait=True)
             logger.info("outbox relay stopped")
 

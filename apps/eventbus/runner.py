@@ -14,7 +14,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import close_old_connections
+from django.db import connections
 from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -73,7 +73,7 @@ class ConsumerRunner:
             poller.cancel()
         finally:
             await close_client(self.nc)
-            await asyncio.get_running_loop().run_in_executor(self.executor, close_old_connections)
+            await asyncio.get_running_loop().run_in_executor(self.executor, connections.close_all)  # the thread's own
             self.executor.shutdown(wait=True)
             logger.info("consumer %s stopped", self.spec.name)
 
