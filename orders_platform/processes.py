@@ -1,12 +1,13 @@
 """Every long-running process of the platform, as ``make run`` starts them.
 
-Domain consumers and the payment gateway join here as they are built; production runs
-the same commands as separate deployments.
+Domain consumers join here as they are built; production runs the same commands as
+separate deployments (and talks to a real payment provider instead of the simulator).
 """
 
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -15,11 +16,13 @@ from .supervisor import Program
 
 def platform_programs(*, host: str, port: int) -> list[Program]:
     manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    gateway = urlsplit(settings.PAYMENT_GATEWAY_URL)
     celery = [sys.executable, "-m", "celery", "--app", "orders_platform", "--quiet"]
     return [
         Program("web", [*manage, "runserver", f"{host}:{port}"]),
         Program("relay", [*manage, "runconsumer", "outbox"]),
         Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
+        Program("gateway", [*manage, "rungateway", "--host", gateway.hostname, "--port", str(gateway.port or 80)]),
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),
         Program("beat", [*celery, "beat", "--loglevel", "INFO"]),
     ]

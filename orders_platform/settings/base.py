@@ -2,7 +2,7 @@
 
 from .celery import *  # noqa: F403
 from .drf import *  # noqa: F403
-from .env import env_int, env_str
+from .env import env_int, env_str, env_urls
 from .eventbus import *  # noqa: F403
 from .observability import *  # noqa: F403
 from .paths import BASE_DIR, DATA_DIR  # noqa: F401
@@ -80,3 +80,5 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The platform's own knobs.
 PLATFORM_CURRENCY = env_str("PLATFORM_CURRENCY", "EUR")
 READINESS_TIMEOUT = env_int("READINESS_TIMEOUT_MS", 2000, minimum=100) / 1000
+# The payment provider; `make run` starts the simulator (`manage.py rungateway`) at this address.
+PAYMENT_GATEWAY_URL = (env_urls("PAYMENT_GATEWAY_URL", schemes=("http", "https")) or ["http://127.0.0.1:8070"])[0]

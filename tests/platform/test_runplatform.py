@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 def platform_env(data_dir):
-    return clean_env(DJANGO_SETTINGS_MODULE="orders_platform.settings.development", PLATFORM_DATA_DIR=str(data_dir))
+    return clean_env(
+        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
+        PLATFORM_DATA_DIR=str(data_dir),
+        PAYMENT_GATEWAY_URL=f"http://127.0.0.1:{free_port()}",
+    )
 
 
 def start_platform(data_dir, port) -> tuple[subprocess.Popen, Output]:
@@ -65,8 +69,9 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"^worker +\| .*ready")
         output.wait_for(r"^relay +\| .*outbox relay running")
         output.wait_for(r"^dead-letters +\| .*consumer dead-letters running on DLQ")
+        output.wait_for(r"^gateway +\| payment gateway simulator on http://127.0.0.1:")
         pids = every_pid(process, data_dir)
-        assert None not in pids and len(pids) >= 7
+        assert None not in pids and len(pids) >= 8
 
         second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
         assert second.returncode != 0 and "already running" in second.stderr
