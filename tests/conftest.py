@@ -103,3 +103,13 @@ def celery_worker(transactional_db) -> Iterator[subprocess.Popen]:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+@pytest.fixture
+def bus(nats_settings, transactional_db):
+    """A nats-server with every declared stream, the platform pointed at it, a committed database."""
+    from tests.bus import Bus
+
+    bus = Bus(nats_settings)
+    bus.setup_streams()
+    return bus

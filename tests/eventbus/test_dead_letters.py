@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from apps.eventbus import deadletters as dl
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, ProcessedMessage
 from apps.eventbus.services import DeadLetterStateError, dead_letter_discard, dead_letter_reprocess
-from tests.eventbus.conftest import wait_for
+from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect, Switch
 

@@ -15,7 +15,7 @@ from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.outbox import outbox_write
 from apps.eventbus.relay import Relay
 from orders_platform.embedded.procs import pid_alive
-from tests.eventbus.conftest import stop_process, wait_for
+from tests.bus import stop_process, wait_for
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect
 

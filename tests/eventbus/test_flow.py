@@ -6,7 +6,7 @@ from django.db import transaction
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.outbox import outbox_write
-from tests.eventbus.conftest import wait_for
+from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened, SomethingHappenedV2
 from tests.testapp.models import Effect
 
@@ -69,7 +69,7 @@ def test_a_raw_consumer_sees_every_message(bus):
 
 def test_the_relay_wakes_on_notify_without_waiting_for_its_poll(bus):
     from apps.eventbus.relay import Relay
-    from tests.eventbus.conftest import BackgroundWorker
+    from tests.bus import BackgroundWorker
 
     with BackgroundWorker(Relay(batch_size=100, poll_interval=60)):
         time.sleep(0.5)  # the relay is idle, waiting on LISTEN

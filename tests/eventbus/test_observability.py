@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.outbox import outbox_write
 from apps.eventbus.tasks import prune_ledger, prune_outbox
-from tests.eventbus.conftest import wait_for
+from tests.bus import wait_for
 from tests.support import PYTHON, ROOT, clean_env
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect

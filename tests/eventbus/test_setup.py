@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from orders_platform.embedded.procs import free_port
-from tests.eventbus.conftest import stop_process, wait_for
+from tests.bus import stop_process, wait_for
 from tests.support import http_status
 from tests.testapp.events import SomethingHappened
 

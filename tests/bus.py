@@ -1,5 +1,6 @@
-"""Eventbus fixtures: a real nats-server per test, the test database committed for real
-(other threads and processes read it), and runners in threads or in child processes."""
+"""Helpers for tests of anything that flows through the event bus: a real nats-server per
+test, the test database committed for real (other threads and processes read it), and
+runners in threads or in child processes. The ``bus`` fixture is in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import json
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 
 import nats
-import pytest
 from django.db import connection
 from nats.js.errors import NotFoundError
 
@@ -152,10 +151,3 @@ def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float =
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(sig)
     return process.wait(timeout=timeout)
-
-
-@pytest.fixture
-def bus(nats_settings, transactional_db) -> Iterator[Bus]:
-    bus = Bus(nats_settings)
-    bus.setup_streams()
-    yield bus

@@ -1,0 +1,51 @@
+"""Contracts the orders app publishes."""
+
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from apps.eventbus.contracts import Event
+from apps.eventbus.money import Money
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0, le=10_000)
+    unit_price: Money
+
+
+class OrderCreated(Event):
+    """An order was placed. Other producers send the minimal form ``{message_id, order_id,
+    customer_id, total_amount, created_at}`` with ``total_amount`` as a JSON number: the
+    currency then defaults to the platform's and no lines means nothing to reserve."""
+
+    subject = "orders.created.v1"
+    order_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(min_length=1, max_length=100)
+    total_amount: Money
+    currency: str = Field(default_factory=lambda: settings.PLATFORM_CURRENCY, pattern=r"^[A-Z]{3}$")
+    lines: tuple[OrderLine, ...] = ()
+    created_at: int = Field(ge=0, description="epoch milliseconds")
+
+    @field_validator("order_id", "customer_id", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value):
+        return str(value) if isinstance(value, int) else value
+
+
+class OrderConfirmed(Event):
+    subject = "orders.confirmed.v1"
+    order_id: str
+    payment_id: str
+    total_amount: Money
+    currency: str
+
+
+class OrderCancelled(Event):
+    """The order will not be fulfilled: inventory releases what it reserved, payments refunds
+    what it captured."""
+
+    subject = "orders.cancelled.v1"
+    order_id: str
+    reason: str = Field(max_length=500)
