@@ -22,6 +22,8 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
         Program("web", [*manage, "runserver", f"{host}:{port}"]),
         Program("relay", [*manage, "runconsumer", "outbox"]),
         Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
+        Program("inventory", [*manage, "runconsumer", "inventory"]),
+        Program("orders", [*manage, "runconsumer", "orders"]),
         Program("gateway", [*manage, "rungateway", "--host", gateway.hostname, "--port", str(gateway.port or 80)]),
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),
         Program("beat", [*celery, "beat", "--loglevel", "INFO"]),
