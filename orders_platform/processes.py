@@ -23,6 +23,7 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
         Program("relay", [*manage, "runconsumer", "outbox"]),
         Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
         Program("inventory", [*manage, "runconsumer", "inventory"]),
+        Program("payments", [*manage, "runconsumer", "payments"]),
         Program("orders", [*manage, "runconsumer", "orders"]),
         Program("gateway", [*manage, "rungateway", "--host", gateway.hostname, "--port", str(gateway.port or 80)]),
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),

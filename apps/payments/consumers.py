@@ -1,3 +1,17 @@
-from apps.eventbus.registry import StreamSpec, registry
+from apps.eventbus.registry import ConsumerSpec, StreamSpec, registry
 
 registry.register_stream(StreamSpec("PAYMENTS", ("payments.>",), description="Charges, failures and refunds"))
+registry.register_consumer(
+    ConsumerSpec(
+        "payments",
+        handlers={
+            "orders.created.v1": "apps.payments.handlers.on_order_created",
+            "orders.cancelled.v1": "apps.payments.handlers.on_order_cancelled",
+        },
+        description="Charges new orders through the gateway (idempotency key per order), refunds cancelled ones",
+        batch_size=20,
+        ack_wait=60,
+        max_deliver=10,
+        backoff=(1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+    )
+)

@@ -1,0 +1,81 @@
+"""The whole saga through real processes: the gateway simulator, the relay, and the
+inventory, payments and orders consumers. Every order ends CONFIRMED or CANCELLED, is
+charged at most once for exactly its total, and refunded exactly once if cancelled."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from apps.inventory.models import Product
+from apps.inventory.services import product_ensure
+from apps.orders.models import Order
+from apps.orders.services import order_place
+from apps.payments.models import Payment
+from tests.bus import wait_for
+from tests.payments.test_gateway_simulator import Gateway
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def platform(bus, settings, tmp_path):
+    product_ensure(sku="KB", name="Keyboard", price=Decimal("89.90"), stock_on_hand=100)
+    product_ensure(sku="LAST", name="Last one", price=Decimal("10.00"), stock_on_hand=1)
+    gateway = Gateway(tmp_path / "ledger.jsonl").start()
+    settings.PAYMENT_GATEWAY_URL = gateway.url
+    workers = [bus.relay(), bus.consumer("inventory"), bus.consumer("payments"), bus.consumer("orders")]
+    for worker in workers:
+        worker.__enter__()
+    yield gateway
+    for worker in workers:
+        worker.stop()
+    gateway.stop()
+
+
+def final(order: Order, timeout: float = 30) -> str:
+    wait_for(lambda: Order.objects.get(pk=order.pk).status != "PENDING", timeout=timeout)
+    return Order.objects.get(pk=order.pk).status
+
+
+def charges(gateway: Gateway, order: Order) -> list[dict]:
+    return gateway.call("GET", f"/v1/charges?reference={order.pk}")[1]["data"]
+
+
+def test_a_paid_and_reserved_order_is_confirmed_and_charged_once_for_its_total(platform):
+    order = order_place(customer_id="c", lines=[("KB", 2)])
+    assert final(order) == "CONFIRMED"
+    (charge,) = charges(platform, order)
+    assert charge["status"] == "succeeded" and Decimal(charge["amount"]) == Decimal("179.80")
+    assert Payment.objects.get(order_id=str(order.pk)).status == "CAPTURED"
+
+
+def test_a_declined_payment_cancels_the_order_and_releases_its_stock(platform):
+    platform.control(decline_rate=1.0)
+    order = order_place(customer_id="c", lines=[("KB", 3)])
+    assert final(order) == "CANCELLED"
+    assert "payment failed: declined: card_declined" in Order.objects.get(pk=order.pk).cancel_reason
+    wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
+
+
+def test_an_order_out_of_stock_is_cancelled_and_its_charge_refunded_exactly_once(platform):
+    first = order_place(customer_id="c", lines=[("LAST", 1)])
+    second = order_place(customer_id="c", lines=[("LAST", 1)])
+    assert {final(first), final(second)} == {"CONFIRMED", "CANCELLED"}
+    cancelled = first if Order.objects.get(pk=first.pk).status == "CANCELLED" else second
+    wait_for(lambda: Payment.objects.get(order_id=str(cancelled.pk)).status == "REFUNDED", timeout=30)
+    (charge,) = charges(platform, cancelled)
+    assert charge["amount_refunded"] == charge["amount"] == "10.00"
+
+
+def test_orders_are_accepted_during_a_gateway_outage_and_charged_after_it(platform):
+    platform.control(outage=True)
+    order = order_place(customer_id="c", lines=[("KB", 1)])
+    time.sleep(3)
+    assert Order.objects.get(pk=order.pk).status == "PENDING", "accepted, waiting for its payment"
+    assert charges(platform, order) == []
+    platform.control(outage=False)
+    assert final(order, timeout=60) == "CONFIRMED"
+    assert len(charges(platform, order)) == 1
