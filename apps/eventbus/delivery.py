@@ -85,6 +85,13 @@ class Delivery:
         return int(value) if value and value.isdigit() else None
 
     @property
+    def event_message_id(self) -> str:
+        """The ``message_id`` inside the body (the event's own id), else :attr:`message_id`."""
+        if self.event is not None:
+            return self.event.message_id
+        return _body_field(self.data, "message_id") or self.message_id
+
+    @property
     def correlation_id(self) -> str:
         if self.event is not None:
             return self.event.correlation_id or ""

@@ -73,8 +73,9 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"^inventory +\| .*consumer inventory running on ORDERS")
         output.wait_for(r"^orders +\| .*consumer orders running on INVENTORY, PAYMENTS")
         output.wait_for(r"^payments +\| .*consumer payments running on ORDERS")
+        output.wait_for(r"^audit +\| .*consumer audit running on INVENTORY, ORDERS, PAYMENTS")
         pids = every_pid(process, data_dir)
-        assert None not in pids and len(pids) >= 11
+        assert None not in pids and len(pids) >= 12
 
         second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
         assert second.returncode != 0 and "already running" in second.stderr

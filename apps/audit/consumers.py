@@ -1,0 +1,13 @@
+from apps.eventbus.registry import ConsumerSpec, registry
+
+H = "apps.audit.handlers.on_any_event"
+
+registry.register_consumer(
+    ConsumerSpec(
+        "audit",
+        handlers={"orders.>": H, "payments.>": H, "inventory.>": H},
+        description="Every event of every domain stream into the append-only, hash-chained audit log",
+        raw=True,
+        batch_size=500,
+    )
+)

@@ -1,0 +1,9 @@
+from apps.eventbus.delivery import Delivery
+from apps.eventbus.registry import batch_handler
+
+from .services import audit_append
+
+
+@batch_handler
+def on_any_event(deliveries: list[Delivery]) -> None:
+    audit_append(deliveries=deliveries)
