@@ -126,12 +126,13 @@ class Bus:
     def relay(self, batch_size: int = 500) -> BackgroundWorker:
         return BackgroundWorker(Relay(batch_size=batch_size, poll_interval=0.2))
 
-    def consumer_process(self, name: str, *args: str) -> subprocess.Popen:
+    def consumer_process(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         db = connection.settings_dict
         env = clean_env(
             DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
             TEST_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
             NATS_URL=self.server.url,
+            **(env or {}),
         )
         return subprocess.Popen(
             [PYTHON, "manage.py", "runconsumer", name, *args],

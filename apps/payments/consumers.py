@@ -10,7 +10,6 @@ registry.register_consumer(
         },
         description="Charges new orders through the gateway (idempotency key per order), refunds cancelled ones",
         batch_size=20,
-        ack_wait=60,
         max_deliver=10,
         backoff=(1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
     )

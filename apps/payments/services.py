@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from apps.eventbus.outbox import outbox_write
+from orders_platform import failpoints
 
 from . import gateway
 from .events import PaymentCompleted, PaymentFailed, PaymentRefunded
@@ -24,6 +25,7 @@ def payment_capture(*, order_id: str, amount: Decimal, currency: str, causation_
     if payment.status != Payment.Status.PENDING:
         return payment  # decided already (or cancelled before it was charged)
     result = gateway.charge(idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id)
+    failpoints.hit("payments.after_charge", order_id)  # fault tests: die between the charge and the commit
     envelope = {"correlation_id": order_id, "causation_id": causation_id}
     if result.succeeded:
         payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, result.charge_id

@@ -14,7 +14,8 @@ from apps.inventory.services import product_ensure
 from apps.orders.models import Order
 from apps.orders.services import order_place
 from apps.payments.models import Payment
-from tests.bus import wait_for
+from orders_platform.embedded.procs import wait_until
+from tests.bus import stop_process, wait_for
 from tests.payments.test_gateway_simulator import Gateway
 
 pytestmark = pytest.mark.slow
@@ -79,3 +80,42 @@ def test_orders_are_accepted_during_a_gateway_outage_and_charged_after_it(platfo
     platform.control(outage=False)
     assert final(order, timeout=60) == "CONFIRMED"
     assert len(charges(platform, order)) == 1
+
+
+def test_exactly_once_billing_when_payments_dies_between_the_charge_and_its_commit(bus, settings, tmp_path):
+    """Each order kills the payments process once, right after the gateway charged it and
+    before the transaction commits; restarted, it asks again with the same key."""
+    product_ensure(sku="KB", name="Keyboard", price=Decimal("89.90"), stock_on_hand=100)
+    gateway = Gateway(tmp_path / "ledger.jsonl").start()
+    settings.PAYMENT_GATEWAY_URL = gateway.url
+    orders = [order_place(customer_id="c", lines=[("KB", n)]) for n in range(1, 6)]
+    markers = tmp_path / "failpoints"
+    markers.mkdir()
+    env = {
+        "PAYMENT_GATEWAY_URL": gateway.url,
+        "PLATFORM_FAILPOINTS": "payments.after_charge",
+        "PLATFORM_FAILPOINT_DIR": str(markers),
+        "EVENTBUS_ACK_WAIT_SECONDS": "2",
+    }
+    kills = 0
+    try:
+        with bus.relay(), bus.consumer("inventory"), bus.consumer("orders"):
+            deadline = time.monotonic() + 120
+            while Order.objects.filter(status="PENDING").exists() and time.monotonic() < deadline:
+                process = bus.consumer_process("payments", "--batch", "3", env=env)
+                wait_until(
+                    lambda p=process: p.poll() is not None or not Order.objects.filter(status="PENDING").exists(),
+                    timeout=30,
+                )
+                code = process.poll() if process.poll() is not None else stop_process(process)
+                kills += code == 137
+            wait_for(lambda: not Order.objects.filter(status="PENDING").exists(), timeout=30)
+        assert kills == 5, "one kill per order, between its charge and the commit"
+        for order in orders:
+            order.refresh_from_db()
+            assert order.status == "CONFIRMED"
+            (charge,) = charges(gateway, order)  # the same key again: the gateway answered the first charge
+            assert Decimal(charge["amount"]) == order.total_amount
+            assert Payment.objects.get(order_id=str(order.pk)).gateway_charge_id == charge["id"]
+    finally:
+        gateway.stop()
