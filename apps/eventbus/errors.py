@@ -11,3 +11,14 @@ class RetryableError(Exception):
     def __init__(self, message: str = "", *, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class DependencyDown(RetryableError):
+    """A dependency every message needs is down (a circuit breaker opened): the runner naks
+    the batch and pauses its JetStream consumer server-side for ``pause`` seconds instead of
+    burning deliveries. When the pause ends the server delivers again: the first messages
+    probe the dependency."""
+
+    def __init__(self, message: str = "", *, pause: float) -> None:
+        super().__init__(message, delay=pause)
+        self.pause = pause

@@ -23,3 +23,6 @@ CONSUMER_PENDING = Gauge(
 )
 OUTBOX_BACKLOG = Gauge("eventbus_outbox_backlog", "Outbox rows not yet published")
 OUTBOX_OLDEST_AGE = Gauge("eventbus_outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished outbox row")
+CONSUMER_PAUSES = Counter(
+    "nats_consumer_pauses", "Server-side pauses of a consumer because a dependency was down", ["consumer"]
+)

@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from . import metrics
 from .contracts import ContractError
 from .delivery import Delivery, Outcome
-from .errors import PermanentError, RetryableError
+from .errors import DependencyDown, PermanentError, RetryableError
 from .models import ProcessedMessage
 from .registry import ConsumerSpec, is_batch_handler
 from .services import dead_letter_mark_resolved
@@ -94,6 +94,10 @@ class BatchProcessor:
             except _HandlerFailed as failed:
                 cause = failed.__cause__
                 metrics.PROCESSING_ERRORS.labels(self.spec.name, type(cause).__name__).inc()
+                if isinstance(cause, DependencyDown):  # the rest would only knock on the same closed door
+                    for index in ready:
+                        outcomes[index] = classify(cause)
+                    break
                 outcomes[failed.index] = classify(cause)
                 ready.remove(failed.index)
             except DATABASE_UNAVAILABLE as exc:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 from django.db import connections
 from nats.errors import ConnectionClosedError, NoServersError
@@ -24,6 +25,7 @@ from . import metrics
 from .connection import close_client, connect
 from .deadletters import dead_letter_headers, dlq_subject
 from .delivery import Delivery, Outcome
+from .errors import DependencyDown
 from .processing import BatchProcessor
 from .registry import ADVISORY_STREAM, DLQ_STREAM, MAX_DELIVERIES_ADVISORY, ConsumerSpec, Registry, registry
 from .setup import ensure_consumer, ensure_stream
@@ -133,6 +135,9 @@ class ConsumerRunner:
                     await delivery.raw_message.in_progress()
 
     async def _settle(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
+        pause = max((o.error.pause for o in outcomes if isinstance(o.error, DependencyDown)), default=None)
+        if pause is not None:
+            await self._pause(pause)
         counts: dict[tuple[str, str], int] = {}
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             message = delivery.raw_message
@@ -140,6 +145,9 @@ class ConsumerRunner:
             try:
                 if kind in ("handled", "duplicate"):
                     await message.ack()
+                elif isinstance(outcome.error, DependencyDown):  # not the message's fault: no delivery spent
+                    kind = "paused"
+                    await message.nak(delay=outcome.delay)
                 elif kind == "retry" and delivery.num_delivered < self.max_deliver:
                     await message.nak(delay=outcome.delay or self.spec.nak_delay(delivery.num_delivered))
                     self._log(logging.WARNING, "retrying", delivery, outcome)
@@ -153,6 +161,17 @@ class ConsumerRunner:
             counts[delivery.subject, kind] = counts.get((delivery.subject, kind), 0) + 1
         for (subject, kind), count in counts.items():
             metrics.MESSAGES_CONSUMED.labels(self.spec.name, subject, kind).inc(count)
+
+    async def _pause(self, seconds: float) -> None:
+        """Pause this consumer on the server (every stream it reads) for ``seconds``."""
+        until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        for stream in self.lanes:
+            try:
+                await self.js.pause_consumer(stream, self.spec.name, until)
+            except Exception as exc:  # noqa: BLE001 - the naks with delay still hold the messages back
+                logger.warning("consumer %s: could not pause on %s: %s", self.spec.name, stream, exc)
+        metrics.CONSUMER_PAUSES.labels(self.spec.name).inc()
+        logger.warning("consumer %s paused for %.0fs: a dependency is down", self.spec.name, seconds)
 
     async def _dead_letter(self, delivery: Delivery, outcome: Outcome) -> None:
         """Publish to ``dlq.<consumer>`` and wait for the DLQ stream to store it."""

@@ -81,4 +81,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PLATFORM_CURRENCY = env_str("PLATFORM_CURRENCY", "EUR")
 READINESS_TIMEOUT = env_int("READINESS_TIMEOUT_MS", 2000, minimum=100) / 1000
 # The payment provider; `make run` starts the simulator (`manage.py rungateway`) at this address.
+PAYMENT_GATEWAY_BREAKER = {
+    "THRESHOLD": env_int("PAYMENT_GATEWAY_BREAKER_THRESHOLD", 5, minimum=1),
+    "PAUSE": env_int("PAYMENT_GATEWAY_BREAKER_PAUSE_SECONDS", 10, minimum=1),
+    "MAX_PAUSE": env_int("PAYMENT_GATEWAY_BREAKER_MAX_PAUSE_SECONDS", 300, minimum=1),
+}
 PAYMENT_GATEWAY_URL = (env_urls("PAYMENT_GATEWAY_URL", schemes=("http", "https")) or ["http://127.0.0.1:8070"])[0]

@@ -9,10 +9,12 @@ from decimal import Decimal
 
 import pytest
 
+from apps.eventbus.models import DeadLetter
 from apps.inventory.models import Product
 from apps.inventory.services import product_ensure
 from apps.orders.models import Order
 from apps.orders.services import order_place
+from apps.payments import gateway as gateway_client
 from apps.payments.models import Payment
 from orders_platform.embedded.procs import wait_until
 from tests.bus import stop_process, wait_for
@@ -119,3 +121,24 @@ def test_exactly_once_billing_when_payments_dies_between_the_charge_and_its_comm
             assert Payment.objects.get(order_id=str(order.pk)).gateway_charge_id == charge["id"]
     finally:
         gateway.stop()
+
+
+@pytest.fixture
+def quick_breaker(settings):
+    settings.PAYMENT_GATEWAY_BREAKER = {"THRESHOLD": 2, "PAUSE": 2, "MAX_PAUSE": 4}
+    gateway_client.breaker.cache_clear()
+    yield
+    gateway_client.breaker.cache_clear()
+
+
+def test_the_circuit_breaker_pauses_payments_during_an_outage_and_resumes_after_it(platform, bus, quick_breaker):
+    platform.control(outage=True)
+    orders = [order_place(customer_id="c", lines=[("KB", 1)]) for _ in range(5)]
+    wait_for(lambda: bus.consumer_info("ORDERS", "payments").paused, timeout=30)
+    assert Order.objects.filter(status="PENDING").count() == 5, "orders are accepted meanwhile"
+    assert bus.stream_messages("DLQ") == 0 and not DeadLetter.objects.exists()
+    platform.control(outage=False)
+    for order in orders:
+        assert final(order, timeout=60) == "CONFIRMED"
+        assert len(charges(platform, order)) == 1
+    assert bus.stream_messages("DLQ") == 0
