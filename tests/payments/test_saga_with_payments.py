@@ -142,3 +142,18 @@ def test_the_circuit_breaker_pauses_payments_during_an_outage_and_resumes_after_
         assert final(order, timeout=60) == "CONFIRMED"
         assert len(charges(platform, order)) == 1
     assert bus.stream_messages("DLQ") == 0
+
+
+def test_the_minimal_external_order_form_is_charged_exactly_its_total(platform, bus):
+    """Another producer's orders.created.v1: total as a JSON number, no currency, no lines."""
+    bus.publish(
+        "orders.created.v1",
+        b'{"message_id": "ext-9", "order_id": "ext-order-9", "customer_id": "x", "total_amount": 99.95, '
+        b'"created_at": 1764000000000}',
+        msg_id="ext-9",
+    )
+    wait_for(lambda: Payment.objects.filter(order_id="ext-order-9", status="CAPTURED").exists(), timeout=30)
+    payment = Payment.objects.get(order_id="ext-order-9")
+    assert payment.amount == Decimal("99.95") and payment.currency == "EUR"
+    (charge,) = platform.call("GET", "/v1/charges?reference=ext-order-9")[1]["data"]
+    assert charge["amount"] == "99.95"
