@@ -74,3 +74,20 @@ def test_tampering_is_detected_at_the_first_edited_entry(audited):
         cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entry_append_only")
     with pytest.raises(CommandError, match=rf"broken at entry {second.pk} after 1 good entries: .*edited"):
         verify_output()
+
+
+def test_replay_rebuilds_the_audit_log_into_an_empty_database(audited):
+    before = sorted(AuditEntry.objects.values_list("message_id", "subject", "stream", "stream_sequence", "body"))
+    with connection.cursor() as cursor:  # an empty database: TRUNCATE is not refused, UPDATE/DELETE are
+        cursor.execute("TRUNCATE audit_auditentry")
+        cursor.execute("DELETE FROM eventbus_processedmessage WHERE consumer = 'audit'")
+    out = io.StringIO()
+    for stream in ("ORDERS", "PAYMENTS", "INVENTORY"):
+        call_command("replay", "--stream", stream, "--consumer", "audit", stdout=out)
+    after = sorted(AuditEntry.objects.values_list("message_id", "subject", "stream", "stream_sequence", "body"))
+    assert after == before, "the same entries"
+    assert "audit chain verified: 4 entries" in verify_output()
+    assert "replayed 3 message(s) of ORDERS through audit" in out.getvalue()
+
+    call_command("replay", "--stream", "ORDERS", "--consumer", "audit", "--from-seq", "2", stdout=out)
+    assert AuditEntry.objects.count() == 4, "replaying again changes nothing"
