@@ -9,11 +9,12 @@ from decimal import Decimal
 
 import pytest
 
+from apps.audit.selectors import order_timeline
 from apps.eventbus.models import DeadLetter
 from apps.inventory.models import Product
 from apps.inventory.services import product_ensure
 from apps.orders.models import Order
-from apps.orders.services import order_place
+from apps.orders.services import order_cancel, order_place
 from apps.payments import gateway as gateway_client
 from apps.payments.models import Payment
 from orders_platform.embedded.procs import wait_until
@@ -157,3 +158,24 @@ def test_the_minimal_external_order_form_is_charged_exactly_its_total(platform, 
     assert payment.amount == Decimal("99.95") and payment.currency == "EUR"
     (charge,) = platform.call("GET", "/v1/charges?reference=ext-order-9")[1]["data"]
     assert charge["amount"] == "99.95"
+
+
+def test_a_customer_cancellation_of_a_confirmed_order_refunds_and_releases_once(platform):
+    order = order_place(customer_id="c", lines=[("KB", 4)])
+    assert final(order) == "CONFIRMED"
+    assert Product.objects.get(sku="KB").stock_on_hand == 96
+    order_cancel(order_id=str(order.pk), reason="changed my mind")
+    wait_for(lambda: Payment.objects.get(order_id=str(order.pk)).status == "REFUNDED", timeout=30)
+    wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
+    (charge,) = charges(platform, order)
+    assert charge["amount_refunded"] == charge["amount"] == "359.60"
+
+
+def test_an_orders_timeline_lists_its_events_in_order(platform, bus):
+    order = order_place(customer_id="c", lines=[("KB", 1)])
+    assert final(order) == "CONFIRMED"
+    with bus.consumer("audit"):
+        wait_for(lambda: len(order_timeline(str(order.pk))) == 4, timeout=30)
+    subjects = [event["subject"] for event in order_timeline(str(order.pk))]
+    assert subjects[0] == "orders.created.v1" and subjects[-1] == "orders.confirmed.v1"
+    assert sorted(subjects[1:3]) == ["inventory.reserved.v1", "payments.completed.v1"]
