@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 
 from apps.eventbus.models import OutboxEvent
 from apps.inventory.services import product_ensure
@@ -137,3 +139,15 @@ def test_an_order_goes_through_real_consumers_to_confirmed_and_one_to_cancelled(
     short.refresh_from_db()
     assert "stock rejected: MS (out_of_stock)" in short.cancel_reason
     assert [e["order_id"] for e in events("orders.confirmed.v1")] == [str(paid.id)]
+
+
+def test_simulate_orders_places_orders_and_poison_through_the_real_path(catalogue):
+    out = io.StringIO()
+    call_command(
+        "simulate_orders", "--rate", "40", "--duration", "1", "--poison-rate", "0.25", "--seed", "7", stdout=out
+    )
+    placed = Order.objects.count()
+    poison = OutboxEvent.objects.filter(body__contains="not money").count()
+    assert placed + poison == 40 and placed > 0 and poison > 0
+    assert OutboxEvent.objects.filter(subject="orders.created.v1").count() == placed + poison
+    assert "(done)" in out.getvalue()
