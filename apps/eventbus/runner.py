@@ -121,7 +121,8 @@ class ConsumerRunner:
         return [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
 
     async def _release(self, deliveries: list[Delivery]) -> None:
-        logger.info("consumer %s: releasing %d prefetched message(s)", self.spec.name, len(deliveries))
+        if deliveries:
+            logger.info("consumer %s: releasing %d prefetched message(s)", self.spec.name, len(deliveries))
         for delivery in deliveries:
             with contextlib.suppress(Exception):
                 await delivery.raw_message.nak()
