@@ -12,14 +12,13 @@ import subprocess
 import threading
 
 import nats
-from django.db import connection
 from nats.js.errors import NotFoundError
 
 from apps.eventbus.registry import registry
 from apps.eventbus.relay import Relay
 from apps.eventbus.runner import ConsumerRunner
 from orders_platform.embedded.procs import wait_until
-from tests.support import PYTHON, ROOT, clean_env
+from tests.support import PYTHON, ROOT, child_database_url, clean_env
 
 
 class BackgroundWorker:
@@ -127,10 +126,9 @@ class Bus:
         return BackgroundWorker(Relay(batch_size=batch_size, poll_interval=0.2))
 
     def consumer_process(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-        db = connection.settings_dict
         env = clean_env(
             DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
-            TEST_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            TEST_DATABASE_URL=child_database_url(),
             NATS_URL=self.server.url,
             **(env or {}),
         )

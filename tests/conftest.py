@@ -17,13 +17,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from orders_platform import celery_app
 from orders_platform.embedded import NatsCluster, NatsServer, PostgresServer
 from orders_platform.embedded import session as test_session
 from orders_platform.embedded.procs import wait_until
-from tests.support import PYTHON, ROOT, clean_env
+from tests.support import PYTHON, ROOT, child_database_url, clean_env
 
 
 @pytest.fixture
@@ -76,10 +75,9 @@ def postgres_server() -> PostgresServer:
 def celery_worker(transactional_db) -> Iterator[subprocess.Popen]:
     """A real Celery worker process on the test database and the test broker (kombu's
     filesystem transport under the session's data folder); stopped with SIGTERM."""
-    db = connection.settings_dict
     env = clean_env(
         DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
-        TEST_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        TEST_DATABASE_URL=child_database_url(),
         PLATFORM_DATA_DIR=os.environ["PLATFORM_DATA_DIR"],
     )
     hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"

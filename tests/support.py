@@ -54,3 +54,11 @@ def http_status(url: str, timeout: float = 5) -> int | None:
 
 def wait_for_status(url: str, status: int, timeout: float) -> bool:
     return wait_until(lambda: http_status(url, timeout=2) == status, timeout=timeout, interval=0.2)
+
+
+def child_database_url() -> str:
+    """The URL of the database pytest-django created, for child processes of a test."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"

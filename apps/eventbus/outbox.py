@@ -25,10 +25,8 @@ def outbox_write(
     both commit or neither does. The relay publishes it after commit, in order with the
     other events of ``aggregate_id`` (default: the correlation id, else the message id).
     """
-    if not transaction.get_connection().in_atomic_block:
-        raise TransactionRequired(f"write {event.subject} inside the transaction.atomic() block of its change")
     event = validate(event)
-    row = OutboxEvent.objects.create(
+    return outbox_write_raw(
         message_id=event.message_id,
         subject=event.subject,
         aggregate_id=aggregate_id or event.correlation_id or event.message_id,
@@ -40,16 +38,15 @@ def outbox_write(
             **(headers or {}),
         },
     )
-    notify_relay()
-    return row
 
 
 def outbox_write_raw(
     *, message_id: str, subject: str, aggregate_id: str, body: str, headers: dict[str, str]
 ) -> OutboxEvent:
-    """Write an already-encoded message (a reprocessed dead letter). Same transaction rule."""
+    """Write an already-encoded message (``outbox_write`` after validation; a reprocessed dead
+    letter as it was received). Same transaction rule."""
     if not transaction.get_connection().in_atomic_block:
-        raise TransactionRequired(f"write {subject} inside a transaction.atomic() block")
+        raise TransactionRequired(f"write {subject} inside the transaction.atomic() block of its change")
     row = OutboxEvent.objects.create(
         message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers
     )

@@ -1,6 +1,7 @@
 """Celery: Redis (or any kombu broker) from ``CELERY_BROKER_URL``; with it unset, kombu's
 filesystem transport under the data folder, so development needs no broker server."""
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -36,8 +37,6 @@ if _scheme == "filesystem":
     _path = urlsplit(_broker).path
     if not _path.startswith("/"):
         raise ImproperlyConfigured(f"CELERY_BROKER_URL filesystem:// needs an absolute folder; got {_broker!r}")
-    from pathlib import Path
-
     CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS, _default_backend = _filesystem_broker(Path(_path))
 else:
     CELERY_BROKER_URL, _default_backend = _broker, _broker if _scheme.startswith("redis") else None

@@ -19,7 +19,7 @@ from apps.payments import gateway as gateway_client
 from apps.payments.models import Payment
 from orders_platform.embedded.procs import wait_until
 from tests.bus import stop_process, wait_for
-from tests.payments.test_gateway_simulator import Gateway
+from tests.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
