@@ -42,6 +42,16 @@ BACKLOG_POLL = 5.0
 
 
 _TABLE = OutboxEvent._meta.db_table
+# Losing a round's commit in a crash only re-publishes rows JetStream then drops as duplicates,
+# so it need not wait for the WAL flush. Every statement of a round goes through an index in
+# its order: after a burst the statistics (none yet, or "nothing unsent" from a quiet hour)
+# make the planner expect a handful of unsent rows, and it would sort every unsent row to
+# claim the first thousand (measured: 38 ms instead of 0.7 ms for 1,000 of 30,000) and scan
+# the table to mark them.
+_SESSION = (
+    "SET LOCAL synchronous_commit = off; "
+    "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+)
 _CLAIM = f"""
     SELECT id, message_id, subject, aggregate_id, body, headers FROM {_TABLE}
     WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
@@ -56,9 +66,10 @@ _EARLIEST_ELSEWHERE = f"""
     WHERE sent_at IS NULL AND aggregate_id = ANY(%s) AND NOT (id = ANY(%s))
     GROUP BY aggregate_id
 """
+# ``o.id = ANY(...)`` repeats the join key so the rows are found through the primary key.
 _MARK_SENT = f"""
     UPDATE {_TABLE} AS o SET sent_at = now(), stream_sequence = s.seq
-    FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, seq) WHERE o.id = s.id
+    FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, seq) WHERE o.id = s.id AND o.id = ANY(%s::bigint[])
 """
 
 
@@ -147,8 +158,7 @@ class Relay:
     def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were marked sent."""
         with transaction.atomic(), connection.cursor() as cursor:
-            # Losing this commit in a crash only re-publishes rows JetStream then drops as duplicates.
-            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(_SESSION)
             cursor.execute(_CLAIM, [self.batch_size])
             rows = [_Row(*values) for values in cursor.fetchall()]
             if not rows:
@@ -167,7 +177,8 @@ class Relay:
         return len(acked)
 
     def _mark_sent(self, cursor, acked: list[tuple[_Row, int]]) -> None:
-        cursor.execute(_MARK_SENT, [[row.id for row, _ in acked], [seq for _, seq in acked]])
+        ids = [row.id for row, _ in acked]
+        cursor.execute(_MARK_SENT, [ids, [seq for _, seq in acked], ids])
 
     def _without_blocked_aggregates(self, cursor, rows: list[_Row]) -> list[_Row]:
         """Keep a row only if no earlier unsent row of its aggregate lies outside this batch
@@ -250,13 +261,26 @@ def _backlog() -> dict:
 
 
 async def _gather_with_timeout(futures: list[asyncio.Future], timeout: float) -> list:
-    done, pending = await asyncio.wait(futures, timeout=timeout)
-    for future in pending:
-        future.cancel()
-    return [
-        future.exception() or future.result() if future in done else TimeoutError("no acknowledgement")
-        for future in futures
-    ]
+    """Each future's result or exception, or ``TimeoutError`` for those still unresolved after
+    ``timeout``. Acknowledgements arrive in publish order, so waiting on the first unresolved
+    future in turn leaves most of the rest resolved by the time they are reached: far fewer
+    waits (and done-callbacks) than futures."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    results: list = []
+    for future in futures:
+        if not future.done():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining > 0:
+                await asyncio.wait((future,), timeout=remaining)
+            if not future.done():
+                future.cancel()
+                results.append(TimeoutError("no acknowledgement"))
+                continue
+        if future.cancelled():
+            results.append(asyncio.CancelledError("publish cancelled"))
+        else:
+            results.append(future.exception() or future.result())
+    return results
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
