@@ -87,6 +87,10 @@ class DeadLetter(models.Model):
             models.Index(fields=["message_id"], name="dead_letter_message_idx"),
         ]
         ordering = ["-last_failed_at", "-id"]
+        permissions = [
+            ("reprocess_deadletter", "Can reprocess (and edit before reprocessing) dead letters"),
+            ("discard_deadletter", "Can discard dead letters"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.consumer} {self.subject} #{self.stream_sequence}"

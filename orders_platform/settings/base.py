@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "apps.payments",
     "apps.inventory",
     "apps.audit",
+    "apps.operations",
 ]
 
 MIDDLEWARE = [
