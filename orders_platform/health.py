@@ -7,16 +7,14 @@ failing check's reason otherwise, so a load balancer stops routing here.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.eventbus.connection import connect
+from apps.eventbus import monitoring
 
 
 class NatsUnavailable(Exception):
@@ -47,34 +45,10 @@ def check_database() -> None:
 
 
 def check_nats() -> None:
-    timeout = settings.READINESS_TIMEOUT
-    servers = ", ".join(settings.NATS["SERVERS"]) or "(none configured)"
     try:
-        asyncio.run(asyncio.wait_for(_check_nats(timeout), timeout=2 * timeout))
-    except TimeoutError:
-        raise NatsUnavailable(f"no answer from {servers} within {2 * timeout:g}s") from None
-    except Exception as exc:  # noqa: BLE001 - reported with the servers it concerns
-        raise NatsUnavailable(f"{type(exc).__name__}: {exc} [{servers}]") from None
-
-
-async def _check_nats(timeout: float) -> None:
-    # nats-py retries the first connect forever with max_reconnect_attempts=0: one retry, then give up.
-    client = await connect(
-        connect_timeout=timeout,
-        allow_reconnect=False,
-        max_reconnect_attempts=1,
-        reconnect_time_wait=0.05,
-        error_cb=_ignore,
-        disconnected_cb=None,
-    )
-    try:
-        await client.jetstream(timeout=timeout).account_info()
-    finally:
-        await client.close()
-
-
-async def _ignore(_exc: Exception) -> None:
-    """The probe reports its failure itself; no per-attempt log lines."""
+        monitoring.call(lambda js: js.account_info())
+    except monitoring.NatsUnreachable as exc:
+        raise NatsUnavailable(str(exc)) from None
 
 
 def _timed(check) -> dict:

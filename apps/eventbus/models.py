@@ -63,6 +63,7 @@ class DeadLetter(models.Model):
     message_id = models.CharField(max_length=100, blank=True)
     correlation_id = models.CharField(max_length=100, blank=True)
     data = models.TextField(help_text="The original message body, as received")
+    edited_data = models.TextField(blank=True, help_text="An operator's correction, delivered instead of data")
     headers = models.JSONField(default=dict)
     error_type = models.CharField(max_length=200)
     error = models.TextField()
@@ -85,6 +86,7 @@ class DeadLetter(models.Model):
             models.Index(fields=["consumer", "-last_failed_at"], name="dead_letter_consumer_idx"),
             models.Index(fields=["correlation_id"], name="dead_letter_correlation_idx"),
             models.Index(fields=["message_id"], name="dead_letter_message_idx"),
+            models.Index(fields=["-last_failed_at", "-id"], name="dead_letter_recent_idx"),
         ]
         ordering = ["-last_failed_at", "-id"]
         permissions = [
@@ -101,6 +103,7 @@ class DeadLetterEvent(models.Model):
 
     class Kind(models.TextChoices):
         FAILED = "failed"
+        EDITED = "edited"
         REPROCESS_REQUESTED = "reprocess_requested", "reprocess requested"
         RESOLVED = "resolved"
         DISCARDED = "discarded"

@@ -21,6 +21,7 @@ DLQ_PREFIX = "dlq"
 # The server's MAX_DELIVERIES advisories are core NATS messages: kept in a stream, none is
 # lost while no replica of the consumer concerned is running.
 ADVISORY_STREAM = "ADVISORIES"
+OPERATOR_STREAM = "OPERATOR"  # operator.>: what operators did to dead letters and consumers (apps/eventbus/events.py)
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
@@ -185,6 +186,13 @@ registry.register_stream(
         description="MAX_DELIVERIES advisories, so the runners can dead-letter what the server gave up on",
         max_age_days=7,
         redelivery=False,
+    )
+)
+registry.register_stream(
+    StreamSpec(
+        OPERATOR_STREAM,
+        ("operator.>",),
+        description="Operator actions on dead letters and consumers, and their outcomes (for the audit log)",
     )
 )
 registry.register_consumer(

@@ -88,3 +88,6 @@ PAYMENT_GATEWAY_BREAKER = {
     "MAX_PAUSE": env_int("PAYMENT_GATEWAY_BREAKER_MAX_PAUSE_SECONDS", 300, minimum=1),
 }
 PAYMENT_GATEWAY_URL = (env_urls("PAYMENT_GATEWAY_URL", schemes=("http", "https")) or ["http://127.0.0.1:8070"])[0]
+# The operator's cockpit: the default (and highest) rate of a bulk reprocess, dead letters/s.
+BULK_REPROCESS_RATE = env_int("BULK_REPROCESS_RATE", 20, minimum=1, maximum=1000)
+BULK_REPROCESS_MAX_RATE = env_int("BULK_REPROCESS_MAX_RATE", 200, minimum=1, maximum=10_000)

@@ -57,4 +57,6 @@ CELERY_BEAT_SCHEDULE = {  # housekeeping; domain apps add their own jobs
     "clear-expired-sessions": {"task": "platform.clear_expired_sessions", "schedule": 6 * 3600},
     "prune-outbox": {"task": "eventbus.prune_outbox", "schedule": 3600},
     "prune-ledger": {"task": "eventbus.prune_ledger", "schedule": 6 * 3600},
+    # Bulk reprocess runs whose worker died (and whose task message went with it) go on.
+    "resume-bulk-reprocess": {"task": "operations.resume_bulk_reprocess", "schedule": 60},
 }

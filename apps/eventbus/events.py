@@ -1,0 +1,75 @@
+"""Contracts the event backbone publishes itself: what operators did to dead letters and
+consumers, and what came of it. They land in the ``OPERATOR`` stream, which the audit log
+consumes like any other, so every operator action is in the immutable audit trail. A dead
+letter's events carry its correlation id, so they also show on the order's timeline."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .contracts import Event
+
+
+class OperatorAction(Event):
+    """Who acted (empty for the platform itself)."""
+
+    actor: str = Field(default="", max_length=150)
+    actor_id: int | None = None
+
+
+class DeadLetterEventBase(OperatorAction):
+    dead_letter_id: int
+    consumer: str
+    stream: str
+    original_subject: str
+    stream_sequence: int
+    original_message_id: str = ""
+
+
+class DeadLetterReprocessRequested(DeadLetterEventBase):
+    subject = "operator.dead_letter_reprocess_requested.v1"
+    attempt: int = Field(ge=1)
+    edited: bool = False
+    bulk_run_id: int | None = None
+
+
+class DeadLetterEdited(DeadLetterEventBase):
+    """The payload was corrected before reprocessing; both versions are kept."""
+
+    subject = "operator.dead_letter_edited.v1"
+    original_data: str
+    edited_data: str
+
+
+class DeadLetterDiscarded(DeadLetterEventBase):
+    subject = "operator.dead_letter_discarded.v1"
+    reason: str = Field(min_length=1)
+    bulk_run_id: int | None = None
+
+
+class DeadLetterResolved(DeadLetterEventBase):
+    """The outcome of a reprocess: the consumer handled the message this time."""
+
+    subject = "operator.dead_letter_resolved.v1"
+    note: str = ""
+
+
+class DeadLetterFailedAgain(DeadLetterEventBase):
+    """The outcome of a reprocess: the consumer dead-lettered the message again."""
+
+    subject = "operator.dead_letter_failed_again.v1"
+    error_type: str
+    error: str
+
+
+class ConsumerPaused(OperatorAction):
+    subject = "operator.consumer_paused.v1"
+    consumer: str
+    streams: tuple[str, ...]
+    until: str = Field(description="RFC 3339 time the server resumes delivery by itself")
+
+
+class ConsumerResumed(OperatorAction):
+    subject = "operator.consumer_resumed.v1"
+    consumer: str
+    streams: tuple[str, ...]

@@ -1,0 +1,662 @@
+"""The operator's cockpit in the Django admin: dead letters, bulk reprocess runs, consumers and
+streams. Read-only model admins; every change goes through a service
+(``apps.eventbus.services``, ``apps.operations.services``), which also records it in the
+audit log."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
+
+from apps.audit.selectors import order_timeline
+from apps.eventbus import monitoring, selectors
+from apps.eventbus.deadletters import H_ORIGINAL_HEADERS, H_TRACEBACK
+from apps.eventbus.models import DeadLetter
+from apps.eventbus.monitoring import NatsUnreachable
+from apps.eventbus.services import (
+    REPROCESSABLE,
+    DeadLetterEditError,
+    DeadLetterStateError,
+    consumer_pause,
+    consumer_resume,
+    dead_letter_discard,
+    dead_letter_edit_and_reprocess,
+    dead_letter_reprocess,
+)
+from apps.orders.models import Order
+
+from .models import BulkReprocess, Consumer
+from .services import BulkReprocessConflict, BulkReprocessError, bulk_reprocess_cancel, bulk_reprocess_start
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
+STATUS_COLOURS = {
+    DeadLetter.Status.PENDING: "#ba2121",
+    DeadLetter.Status.REPROCESSING: "#b36b00",
+    DeadLetter.Status.RESOLVED: "#2e7d32",
+    DeadLetter.Status.FAILED_AGAIN: "#8e0000",
+    DeadLetter.Status.DISCARDED: "#666",
+}
+
+
+def pretty_json(text: str | dict) -> str:
+    """Indented JSON if ``text`` is JSON, else the text as it is."""
+    if isinstance(text, dict):
+        return json.dumps(text, indent=2, sort_keys=True, ensure_ascii=False)
+    try:
+        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return text
+
+
+def badge(label: str, colour: str):
+    return format_html(
+        '<span class="cockpit-badge" style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
+        'white-space:nowrap">{}</span>',
+        colour,
+        label,
+    )
+
+
+def order_url(correlation_id: str) -> str | None:
+    """The order's admin page, if the correlation id is an order's id (by convention it is)."""
+    if not correlation_id or not UUID.match(correlation_id):
+        return None
+    return reverse("admin:orders_order_change", args=[correlation_id])
+
+
+class DiscardForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        max_length=2000,
+        help_text="Required: why this message will not be processed. Kept in its history and the audit log.",
+    )
+
+    def clean_reason(self):
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason
+
+
+class BulkReprocessForm(forms.Form):
+    rate = forms.FloatField(min_value=0.1, help_text="Dead letters per second, at most.")
+
+    def __init__(self, *args, max_rate: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["rate"].max_value = max_rate
+        self.fields["rate"].validators.append(forms.validators.MaxValueValidator(max_rate))
+
+
+class EditForm(forms.Form):
+    data = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}),
+        label="Payload",
+        help_text="The message body to deliver instead of the original (JSON). It must satisfy the event's contract.",
+    )
+
+    def __init__(self, *args, dead_letter: DeadLetter, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dead_letter = dead_letter
+
+    def clean_data(self):
+        from apps.eventbus.services import dead_letter_check_edit
+
+        data = self.cleaned_data["data"]
+        try:
+            return dead_letter_check_edit(dead_letter=self.dead_letter, data=data)
+        except DeadLetterEditError as exc:
+            raise forms.ValidationError(f"Does not satisfy {self.dead_letter.subject}: {exc}") from None
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "consumer", "subject", "error_type", "short_error", "attempts", "first_failed_at", "last_failed_at",
+        "status_badge", "order_link",
+    ]  # fmt: skip
+    list_display_links = ["id"]
+    list_filter = ["status", "consumer", "subject", "error_type", "last_failed_at"]
+    search_fields = ["=correlation_id", "=message_id"]
+    search_help_text = "An order id (the correlation id) or a message id, exactly."
+    date_hierarchy = "last_failed_at"
+    list_per_page = 50
+    show_full_result_count = False  # counting 100k rows for every page is wasted work
+    actions = ["reprocess_selected", "discard_selected"]
+    fieldsets = [
+        ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback", "attempts",
+                                 "failures", "first_failed_at", "last_failed_at"]}),
+        ("Original message", {"fields": ["stream", "subject", "stream_sequence", "message_id", "correlation_id",
+                                          "order", "payload", "edited_payload", "original_headers", "dlq_headers"]}),
+        ("History", {"fields": ["history_table", "timeline"]}),
+    ]  # fmt: skip
+    readonly_fields = [
+        "status_badge", "consumer", "error_type", "error", "traceback", "attempts", "failures", "first_failed_at",
+        "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order", "payload",
+        "edited_payload", "original_headers", "dlq_headers", "history_table", "timeline",
+    ]  # fmt: skip
+
+    # -- permissions: read-only model admin, plus the two operator actions ------------
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("eventbus.reprocess_deadletter")
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("eventbus.discard_deadletter")
+
+    # -- columns and fields -----------------------------------------------------------
+
+    @admin.display(description="error", ordering="error")
+    def short_error(self, obj: DeadLetter) -> str:
+        return obj.error if len(obj.error) <= 80 else obj.error[:79] + "…"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DeadLetter):
+        return badge(obj.get_status_display(), STATUS_COLOURS.get(obj.status, "#666"))
+
+    @admin.display(description="order")
+    def order_link(self, obj: DeadLetter):
+        url = order_url(obj.correlation_id)
+        return format_html('<a href="{}">{}…</a>', url, obj.correlation_id[:8]) if url else "-"
+
+    def get_list_display(self, request):
+        """The last column: a one-click Reprocess, for those allowed, on rows it applies to. It
+        posts with the changelist form, which carries the CSRF token."""
+        can_reprocess = self.has_reprocess_permission(request)
+
+        @admin.display(description="")
+        def reprocess_button(obj: DeadLetter):
+            if not can_reprocess or obj.status not in REPROCESSABLE:
+                return ""
+            return format_html(
+                '<button type="submit" class="button cockpit-reprocess" formmethod="post" formaction="{}" '
+                'title="Deliver it again to {}">Reprocess</button>',
+                reverse("admin:eventbus_deadletter_reprocess", args=[obj.pk]),
+                obj.consumer,
+            )
+
+        return [*self.list_display, reprocess_button]
+
+    @admin.display(description="order")
+    def order(self, obj: DeadLetter):
+        url = order_url(obj.correlation_id)
+        if not url or not Order.objects.filter(pk=obj.correlation_id).exists():
+            return "no order with this correlation id"
+        entries = reverse("admin:audit_auditentry_changelist") + f"?q={obj.correlation_id}"
+        return format_html(
+            '<a href="{}">order {}</a> (its page shows the event timeline) · <a href="{}">its audit entries</a>',
+            url,
+            obj.correlation_id,
+            entries,
+        )
+
+    @admin.display(description="payload (original)")
+    def payload(self, obj: DeadLetter):
+        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(obj.data))
+
+    @admin.display(description="payload (edited)")
+    def edited_payload(self, obj: DeadLetter):
+        if not obj.edited_data:
+            return "not edited"
+        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(obj.edited_data))
+
+    @admin.display(description="original headers")
+    def original_headers(self, obj: DeadLetter):
+        raw = obj.headers.get(H_ORIGINAL_HEADERS)
+        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(raw) if raw else "none")
+
+    @admin.display(description="dead-letter headers")
+    def dlq_headers(self, obj: DeadLetter):
+        shown = {k: v for k, v in obj.headers.items() if k not in (H_ORIGINAL_HEADERS, H_TRACEBACK)}
+        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(shown))
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: DeadLetter):
+        raw = obj.headers.get(H_TRACEBACK)
+        if not raw:
+            return "none (the message was rejected before a handler ran, or by the server)"
+        try:
+            text = json.loads(raw)
+        except ValueError:
+            text = raw
+        return format_html('<pre class="cockpit-traceback">{}</pre>', text)
+
+    @admin.display(description="attempts and operator actions")
+    def history_table(self, obj: DeadLetter):
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+            (
+                (event.at.strftime("%Y-%m-%d %H:%M:%S"), event.get_kind_display(), event.actor or "platform",
+                 event.note)
+                for event in obj.history.select_related("actor")
+            ),
+        )  # fmt: skip
+        header = "<tr><th>when</th><th>what</th><th>who</th><th>note</th></tr>"
+        return format_html('<table class="cockpit-history">{}{}</table>', format_html(header), rows)
+
+    @admin.display(description="order timeline (audit log)")
+    def timeline(self, obj: DeadLetter):
+        if not obj.correlation_id:
+            return "no correlation id"
+        events = order_timeline(obj.correlation_id)
+        if not events:
+            return "no events recorded for this correlation id"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{} #{}</td></tr>",
+            ((e["occurred_at"], e["subject"], e["stream"], e["stream_sequence"]) for e in events),
+        )
+        return format_html("<table><tr><th>occurred</th><th>event</th><th>stream</th></tr>{}</table>", rows)
+
+    # -- pages --------------------------------------------------------------------------
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(view)
+
+        return [
+            path("<int:pk>/reprocess/", wrap(self.reprocess_view), name="eventbus_deadletter_reprocess"),
+            path("<int:pk>/discard/", wrap(self.discard_view), name="eventbus_deadletter_discard"),
+            path("<int:pk>/edit/", wrap(self.edit_view), name="eventbus_deadletter_edit"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        dead_letter = self.get_object(request, object_id)
+        extra = {
+            "can_reprocess": self.has_reprocess_permission(request)
+            and dead_letter is not None
+            and dead_letter.status in REPROCESSABLE,
+            "can_discard": self.has_discard_permission(request)
+            and dead_letter is not None
+            and dead_letter.status not in (DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _dead_letter(self, request, pk: int, action: str) -> DeadLetter:
+        if not getattr(self, f"has_{action}_permission")(request):
+            raise PermissionDenied
+        return get_object_or_404(DeadLetter, pk=pk)
+
+    def _back(self, request, dead_letter: DeadLetter) -> HttpResponseRedirect:
+        changelist = reverse("admin:eventbus_deadletter_changelist")
+        referer = request.META.get("HTTP_REFERER", "")
+        if changelist in referer and "/change/" not in referer:
+            return HttpResponseRedirect(referer)  # back to the filtered list the click came from
+        return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[dead_letter.pk]))
+
+    def reprocess_view(self, request, pk: int):
+        return require_POST(self._reprocess)(request, pk)
+
+    def _reprocess(self, request, pk: int):
+        dead_letter = self._dead_letter(request, pk, "reprocess")
+        try:
+            dead_letter_reprocess(dead_letter=dead_letter, actor=request.user)
+        except DeadLetterStateError as exc:
+            self.message_user(request, f"Not reprocessed: {exc}.", messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Dead letter {dead_letter.pk} is on its way back to {dead_letter.consumer}; "
+                "its status changes when the consumer has handled it (or failed again).",
+                messages.SUCCESS,
+            )
+        return self._back(request, dead_letter)
+
+    def discard_view(self, request, pk: int):
+        dead_letter = self._dead_letter(request, pk, "discard")
+        form = DiscardForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                dead_letter_discard(dead_letter=dead_letter, actor=request.user, reason=form.cleaned_data["reason"])
+            except DeadLetterStateError as exc:
+                self.message_user(request, f"Not discarded: {exc}.", messages.ERROR)
+            else:
+                self.message_user(request, f"Dead letter {dead_letter.pk} discarded.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[dead_letter.pk]))
+        return self._page(request, "admin/eventbus/deadletter/discard.html", "Discard a dead letter", dead_letter, form)
+
+    def edit_view(self, request, pk: int):
+        dead_letter = self._dead_letter(request, pk, "reprocess")
+        if dead_letter.status not in REPROCESSABLE:
+            self.message_user(request, f"Dead letter {pk} is {dead_letter.status}; nothing to edit.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
+        initial = {"data": pretty_json(dead_letter.edited_data or dead_letter.data)}
+        form = EditForm(request.POST or None, initial=initial, dead_letter=dead_letter)
+        if request.method == "POST" and form.is_valid():
+            try:
+                dead_letter_edit_and_reprocess(
+                    dead_letter=dead_letter, actor=request.user, data=form.cleaned_data["data"]
+                )
+            except (DeadLetterStateError, DeadLetterEditError) as exc:
+                self.message_user(request, f"Not reprocessed: {exc}.", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Dead letter {pk} edited and on its way back to {dead_letter.consumer}; the original is kept.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
+        return self._page(
+            request,
+            "admin/eventbus/deadletter/edit.html",
+            "Edit and reprocess a dead letter",
+            dead_letter,
+            form,
+            original=pretty_json(dead_letter.data),
+        )
+
+    def _page(self, request, template: str, title: str, dead_letter: DeadLetter, form, **context):
+        return TemplateResponse(
+            request,
+            template,
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": title,
+                "dead_letter": dead_letter,
+                "form": form,
+                **context,
+            },
+        )
+
+    # -- bulk actions (a selection, or "all matching this filter") -------------------------
+
+    @admin.action(permissions=["reprocess"], description="Reprocess the selected dead letters (bulk run)")
+    def reprocess_selected(self, request, queryset: QuerySet[DeadLetter]):
+        from django.conf import settings
+
+        form = BulkReprocessForm(
+            request.POST if "confirm" in request.POST else None,
+            initial={"rate": settings.BULK_REPROCESS_RATE},
+            max_rate=settings.BULK_REPROCESS_MAX_RATE,
+        )
+        if "confirm" in request.POST and form.is_valid():
+            try:
+                runs = bulk_reprocess_start(
+                    dead_letters=queryset,
+                    actor=request.user,
+                    rate=form.cleaned_data["rate"],
+                    description=_describe_selection(request),
+                )
+            except (BulkReprocessConflict, BulkReprocessError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
+            for run in runs:
+                self.message_user(
+                    request,
+                    format_html(
+                        'Bulk reprocess <a href="{}">#{}</a> queued: {} dead letter(s) of {} at {}/s.',
+                        reverse("admin:operations_bulkreprocess_change", args=[run.pk]),
+                        run.pk,
+                        run.total,
+                        run.consumer,
+                        f"{run.rate:g}",
+                    ),
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(reverse("admin:operations_bulkreprocess_changelist"))
+        return self._confirm(request, queryset, "reprocess", form)
+
+    @admin.action(permissions=["discard"], description="Discard the selected dead letters")
+    def discard_selected(self, request, queryset: QuerySet[DeadLetter]):
+        form = DiscardForm(request.POST if "confirm" in request.POST else None)
+        if "confirm" in request.POST and form.is_valid():
+            targets = queryset.exclude(status__in=[DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED])
+            count = targets.count()
+            if count > MAX_BULK_DISCARD:
+                self.message_user(
+                    request, f"{count} dead letters: narrow the filter to {MAX_BULK_DISCARD} at most.", messages.ERROR
+                )
+                return None
+            discarded = 0
+            for dead_letter in targets.order_by("pk").iterator():
+                try:
+                    dead_letter_discard(dead_letter=dead_letter, actor=request.user, reason=form.cleaned_data["reason"])
+                    discarded += 1
+                except DeadLetterStateError:
+                    continue  # resolved meanwhile
+            self.message_user(request, f"{discarded} dead letter(s) discarded.", messages.SUCCESS)
+            return None
+        return self._confirm(request, queryset, "discard", form)
+
+    def _confirm(self, request, queryset, action: str, form):
+        by_status = Counter(queryset.values_list("status", flat=True).order_by())
+        applicable = (
+            queryset.filter(status__in=REPROCESSABLE)
+            if action == "reprocess"
+            else queryset.exclude(status__in=[DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED])
+        )
+        by_consumer = Counter(applicable.values_list("consumer", flat=True).order_by())
+        return TemplateResponse(
+            request,
+            "admin/eventbus/deadletter/bulk_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": f"{action.capitalize()} dead letters: are you sure?",
+                "action": action,
+                "action_name": f"{action}_selected",
+                "form": form,
+                "by_status": sorted((DeadLetter.Status(s).label, n) for s, n in by_status.items()),
+                "by_consumer": sorted(by_consumer.items()),
+                "applicable": sum(by_consumer.values()),
+                "selected": sum(by_status.values()),
+                "select_across": request.POST.get("select_across", "0"),
+                "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "active_runs": BulkReprocess.objects.filter(
+                    consumer__in=list(by_consumer), status__in=BulkReprocess.ACTIVE
+                ),
+            },
+        )
+
+
+def _describe_selection(request) -> str:
+    if request.POST.get("select_across") == "1":
+        query = request.GET.urlencode()
+        return f"all matching the filter {query}" if query else "all dead letters"
+    return f"{len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))} selected on the list"
+
+
+@admin.register(BulkReprocess)
+class BulkReprocessAdmin(admin.ModelAdmin):
+    list_display = ["id", "consumer", "status", "progress_bar", "reprocessed", "skipped", "total", "rate",
+                    "created_by", "created_at", "finished_at"]  # fmt: skip
+    list_filter = ["status", "consumer"]
+    readonly_fields = ["consumer", "status", "progress_bar", "total", "reprocessed", "skipped", "rate", "description",
+                       "created_by", "created_at", "started_at", "heartbeat_at", "finished_at", "cancelled_by",
+                       "items_table"]  # fmt: skip
+    fields = readonly_fields
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("eventbus.view_deadletter") or super().has_view_permission(request, obj)
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: BulkReprocess):
+        percent = round(100 * run.progress)
+        return format_html(
+            '<progress class="cockpit-progress" max="{}" value="{}"></progress> {} of {} ({}%)',
+            run.total,
+            run.done,
+            run.done,
+            run.total,
+            percent,
+        )
+
+    @admin.display(description="items (the last 50 done)")
+    def items_table(self, run: BulkReprocess):
+        items = run.items.filter(done_at__isnull=False).order_by("-done_at")[:50]
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
+            (
+                (reverse("admin:eventbus_deadletter_change", args=[i.dead_letter_id]), i.dead_letter_id,
+                 i.done_at.strftime("%H:%M:%S"), i.outcome)
+                for i in items
+            ),
+        )  # fmt: skip
+        return format_html("<table><tr><th>dead letter</th><th>done</th><th>outcome</th></tr>{}</table>", rows)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/cancel/",
+                self.admin_site.admin_view(require_POST(self.cancel_view)),
+                name="operations_bulkreprocess_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        active = BulkReprocess.objects.filter(status__in=BulkReprocess.ACTIVE).exists()
+        return super().changelist_view(request, {"refresh": active, **(extra_context or {})})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        active = run is not None and run.status in BulkReprocess.ACTIVE
+        extra = {
+            "refresh": active,
+            "can_cancel": active and request.user.has_perm("eventbus.reprocess_deadletter"),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    def cancel_view(self, request, pk: int):
+        if not request.user.has_perm("eventbus.reprocess_deadletter"):
+            raise PermissionDenied
+        run = get_object_or_404(BulkReprocess, pk=pk)
+        if bulk_reprocess_cancel(run=run, actor=request.user):
+            self.message_user(request, f"Bulk reprocess #{pk} cancelled after the item in hand.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"Bulk reprocess #{pk} had already finished.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:operations_bulkreprocess_change", args=[pk]))
+
+
+@admin.register(Consumer)
+class ConsumerHealthAdmin(admin.ModelAdmin):
+    """Not a model list: the live state of every stream and consumer, refreshed in place."""
+
+    REFRESH_SECONDS = 3
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_pause_permission(self, request) -> bool:
+        return request.user.has_perm("operations.pause_consumer")
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(view)
+
+        return [
+            path("", wrap(self.health_view), name="operations_consumer_changelist"),
+            path("live/", wrap(self.fragment_view), name="operations_consumer_live"),
+            path("<str:name>/pause/", wrap(require_POST(self.pause_view)), name="operations_consumer_pause"),
+            path("<str:name>/resume/", wrap(require_POST(self.resume_view)), name="operations_consumer_resume"),
+        ]
+
+    def _context(self, request) -> dict:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            streams, consumers = monitoring.snapshot()
+            error = None
+        except NatsUnreachable as exc:
+            streams, consumers, error = [], [], str(exc)
+        open_dead_letters = selectors.dead_letters_open_by_consumer()
+        rates = selectors.processing_rates()
+        rows = [
+            {
+                "state": consumer,
+                "dead_letters": open_dead_letters.get(consumer.name, 0),
+                "rate": rates.get(consumer.name, 0.0),
+                "dead_letters_url": reverse("admin:eventbus_deadletter_changelist")
+                + f"?consumer__exact={consumer.name}",
+            }
+            for consumer in consumers
+        ]
+        return {
+            "streams": streams,
+            "consumers": rows,
+            "nats_error": error,
+            "can_pause": self.has_pause_permission(request),
+            "open_dead_letters": open_dead_letters,
+            "rates": rates,
+        }
+
+    def health_view(self, request):
+        return TemplateResponse(
+            request,
+            "admin/operations/consumer/health.html",
+            {
+                **self.admin_site.each_context(request),
+                **self._context(request),
+                "opts": self.model._meta,
+                "title": "Consumers and streams",
+                "refresh_seconds": self.REFRESH_SECONDS,
+                "live_url": reverse("admin:operations_consumer_live"),
+            },
+        )
+
+    def fragment_view(self, request):
+        return TemplateResponse(request, "admin/operations/consumer/_live.html", self._context(request))
+
+    def _act(self, request, name: str, act, done: str):
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        try:
+            act(name=name, actor=request.user)
+        except KeyError as exc:
+            self.message_user(request, str(exc.args[0]), messages.ERROR)
+        except NatsUnreachable as exc:
+            self.message_user(request, f"NATS is unreachable, nothing changed: {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"Consumer {name} {done}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:operations_consumer_changelist"))
+
+    def pause_view(self, request, name: str):
+        return self._act(request, name, consumer_pause, "paused until resumed (server-side: no deliveries)")
+
+    def resume_view(self, request, name: str):
+        return self._act(request, name, consumer_resume, "resumed")

@@ -1,0 +1,161 @@
+"""Bulk reprocessing of dead letters: start, run (from a Celery task), cancel."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from apps.eventbus.models import DeadLetter
+from apps.eventbus.services import REPROCESSABLE, DeadLetterStateError, dead_letter_reprocess
+
+from .models import BulkReprocess, BulkReprocessItem
+
+logger = logging.getLogger(__name__)
+
+RUN_LOCK = 7_411_002  # pg_advisory_lock(RUN_LOCK, run id): one worker per run
+CANCEL_CHECK_EVERY = 1.0  # seconds
+
+
+class BulkReprocessConflict(Exception):
+    """A consumer already has a bulk reprocess queued or running."""
+
+
+class BulkReprocessError(ValueError):
+    """Nothing to reprocess, or a rate out of bounds."""
+
+
+def bulk_reprocess_start(
+    *, dead_letters: QuerySet[DeadLetter], actor, rate: float | None = None, description: str = ""
+) -> list[BulkReprocess]:
+    """Freeze the reprocessable dead letters of ``dead_letters`` into one run per consumer and
+    queue them. All or nothing: raises :class:`BulkReprocessConflict` if one of those
+    consumers already has an active run, :class:`BulkReprocessError` if nothing applies."""
+    rate = float(rate or settings.BULK_REPROCESS_RATE)
+    if not 0 < rate <= settings.BULK_REPROCESS_MAX_RATE:
+        raise BulkReprocessError(f"the rate must be between 0 and {settings.BULK_REPROCESS_MAX_RATE} per second")
+    selection = dead_letters.filter(status__in=REPROCESSABLE).order_by()
+    per_consumer: dict[str, list[int]] = {}
+    for consumer, pk in selection.values_list("consumer", "pk").order_by("consumer", "pk"):
+        per_consumer.setdefault(consumer, []).append(pk)
+    if not per_consumer:
+        raise BulkReprocessError("none of the selected dead letters can be reprocessed (resolved or discarded)")
+    try:
+        with transaction.atomic():
+            runs = []
+            for consumer, ids in per_consumer.items():
+                run = BulkReprocess.objects.create(
+                    consumer=consumer, rate=rate, total=len(ids), created_by=actor, description=description[:300]
+                )
+                BulkReprocessItem.objects.bulk_create(
+                    [BulkReprocessItem(run=run, dead_letter_id=pk) for pk in ids], batch_size=5000
+                )
+                runs.append(run)
+            transaction.on_commit(lambda: _enqueue(runs))
+    except IntegrityError as exc:
+        busy = sorted(
+            BulkReprocess.objects.filter(consumer__in=per_consumer, status__in=BulkReprocess.ACTIVE).values_list(
+                "consumer", flat=True
+            )
+        )
+        if busy:
+            raise BulkReprocessConflict(
+                f"a bulk reprocess is already queued or running for {', '.join(busy)}; wait for it or cancel it"
+            ) from None
+        raise exc
+    return runs
+
+
+def _enqueue(runs: list[BulkReprocess]) -> None:
+    from .tasks import run_bulk_reprocess
+
+    for run in runs:
+        try:
+            run_bulk_reprocess.delay(run.pk)
+        except Exception:  # the broker is down: the periodic resume task queues it later
+            logger.exception("bulk reprocess #%s: could not queue its task; it will be resumed", run.pk)
+
+
+def bulk_reprocess_cancel(*, run: BulkReprocess, actor) -> bool:
+    """Stop an active run after the item in hand. False if it had already finished."""
+    return bool(
+        BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
+            status=BulkReprocess.Status.CANCELLED, cancelled_by=actor, finished_at=timezone.now()
+        )
+    )
+
+
+def bulk_reprocess_run(
+    *, run_id: int, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
+) -> str:
+    """Work through a run's remaining items at its rate. Safe to call twice at once (the second
+    returns at once) and after a crash (it resumes after the last committed item)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK, run_id])
+        if not cursor.fetchone()[0]:
+            return "held by another worker"
+    try:
+        return _run(run_id, sleep, clock)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK, run_id])
+
+
+def _run(run_id: int, sleep, clock) -> str:
+    run = BulkReprocess.objects.filter(pk=run_id).select_related("created_by").first()
+    if run is None or run.status not in BulkReprocess.ACTIVE:
+        return "not active"
+    BulkReprocess.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
+    BulkReprocess.objects.filter(pk=run.pk, status=BulkReprocess.Status.QUEUED).update(
+        status=BulkReprocess.Status.RUNNING, heartbeat_at=timezone.now()
+    )
+    interval = 1.0 / run.rate
+    next_at = clock()
+    checked_at = clock()
+    todo = BulkReprocessItem.objects.filter(run_id=run.pk, done_at__isnull=True).order_by("dead_letter_id")
+    while True:
+        if clock() - checked_at >= CANCEL_CHECK_EVERY:
+            checked_at = clock()
+            if BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).count() == 0:
+                return "cancelled"
+        item = todo.values_list("pk", flat=True).first()
+        if item is None:
+            BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
+                status=BulkReprocess.Status.COMPLETED, finished_at=timezone.now(), heartbeat_at=timezone.now()
+            )
+            return "completed"
+        wait = next_at - clock()
+        if wait > 0:
+            sleep(wait)
+        next_at = max(next_at, clock()) + interval
+        _reprocess_item(run, item)
+
+
+@transaction.atomic
+def _reprocess_item(run: BulkReprocess, item_pk: int) -> None:
+    """One item, all or nothing: its dead letter reprocessed (or skipped), itself marked done,
+    the run's counters moved on."""
+    item = BulkReprocessItem.objects.select_for_update().select_related("dead_letter").get(pk=item_pk)
+    if item.done_at is not None:
+        return
+    try:
+        dead_letter_reprocess(dead_letter=item.dead_letter, actor=run.created_by, bulk_run_id=run.pk)
+        item.outcome, counter = "reprocess requested", "reprocessed"
+    except DeadLetterStateError:
+        item.dead_letter.refresh_from_db(fields=["status"])
+        item.outcome, counter = f"skipped: {item.dead_letter.get_status_display()}", "skipped"
+    item.done_at = timezone.now()
+    item.save(update_fields=["done_at", "outcome"])
+    BulkReprocess.objects.filter(pk=run.pk).update(**{counter: F(counter) + 1}, heartbeat_at=item.done_at)
+
+
+def bulk_reprocess_resume_all() -> list[int]:
+    """Queue the task of every active run (a duplicate finds the run's lock held and returns)."""
+    ids = list(BulkReprocess.objects.filter(status__in=BulkReprocess.ACTIVE).values_list("pk", flat=True))
+    _enqueue(list(BulkReprocess.objects.filter(pk__in=ids)))
+    return ids
