@@ -11,18 +11,14 @@ Fault helpers live on the server objects themselves: ``stop()``, ``kill()`` (kil
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from orders_platform import celery_app
 from orders_platform.embedded import NatsCluster, NatsServer, PostgresServer
 from orders_platform.embedded import session as test_session
-from orders_platform.embedded.procs import wait_until
-from tests.support import PYTHON, ROOT, child_database_url, clean_env
+from tests.support import start_celery_worker, stop_celery_worker
 
 
 @pytest.fixture
@@ -73,34 +69,10 @@ def postgres_server() -> PostgresServer:
 
 @pytest.fixture
 def celery_worker(transactional_db) -> Iterator[subprocess.Popen]:
-    """A real Celery worker process on the test database and the test broker (kombu's
-    filesystem transport under the session's data folder); stopped with SIGTERM."""
-    env = clean_env(
-        DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
-        TEST_DATABASE_URL=child_database_url(),
-        PLATFORM_DATA_DIR=os.environ["PLATFORM_DATA_DIR"],
-    )
-    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    worker = subprocess.Popen(
-        [PYTHON, "-m", "celery", "--app", "orders_platform", "worker", "--pool", "solo", "--loglevel", "INFO",
-         "--hostname", hostname, "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-    def answers_ping() -> bool:
-        return any(hostname in reply for reply in celery_app.control.ping(destination=[hostname], timeout=0.5))
-
-    if not wait_until(answers_ping, timeout=60, interval=0.2):
-        worker.kill()
-        pytest.fail(f"the Celery worker did not answer a ping:\n{worker.communicate()[0]}")
-    worker.hostname = hostname
+    """A real Celery worker (see ``start_celery_worker``), stopped with SIGTERM."""
+    worker = start_celery_worker()
     yield worker
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+    stop_celery_worker(worker)
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,3 +64,40 @@ def child_database_url() -> str:
 
     db = connection.settings_dict
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_celery_worker() -> subprocess.Popen:
+    """A real Celery worker process on the test database and the test broker (kombu's
+    filesystem transport under the session's data folder), answering pings."""
+    env = clean_env(
+        DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
+        TEST_DATABASE_URL=child_database_url(),
+        PLATFORM_DATA_DIR=os.environ["PLATFORM_DATA_DIR"],
+    )
+    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    worker = subprocess.Popen(
+        [PYTHON, "-m", "celery", "--app", "orders_platform", "worker", "--pool", "solo", "--loglevel", "INFO",
+         "--hostname", hostname, "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    def answers_ping() -> bool:
+        return any(hostname in reply for reply in celery_app.control.ping(destination=[hostname], timeout=0.5))
+
+    from orders_platform import celery_app
+
+    if not wait_until(answers_ping, timeout=60, interval=0.2):
+        worker.kill()
+        raise AssertionError(f"the Celery worker did not answer a ping:\n{worker.communicate()[0]}")
+    worker.hostname = hostname
+    return worker
+
+
+def stop_celery_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()

@@ -93,12 +93,11 @@ class DiscardForm(forms.Form):
 
 
 class BulkReprocessForm(forms.Form):
-    rate = forms.FloatField(min_value=0.1, help_text="Dead letters per second, at most.")
-
     def __init__(self, *args, max_rate: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["rate"].max_value = max_rate
-        self.fields["rate"].validators.append(forms.validators.MaxValueValidator(max_rate))
+        self.fields["rate"] = forms.FloatField(
+            min_value=0.1, max_value=max_rate, help_text="Dead letters per second, at most."
+        )
 
 
 class EditForm(forms.Form):
@@ -254,8 +253,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
                 for event in obj.history.select_related("actor")
             ),
         )  # fmt: skip
-        header = "<tr><th>when</th><th>what</th><th>who</th><th>note</th></tr>"
-        return format_html('<table class="cockpit-history">{}{}</table>', format_html(header), rows)
+        return format_html(
+            '<table class="cockpit-history"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>',
+            "when", "what", "who", "note", rows,
+        )  # fmt: skip
 
     @admin.display(description="order timeline (audit log)")
     def timeline(self, obj: DeadLetter):

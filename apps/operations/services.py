@@ -148,7 +148,7 @@ def _reprocess_item(run: BulkReprocess, item_pk: int) -> None:
         item.outcome, counter = "reprocess requested", "reprocessed"
     except DeadLetterStateError:
         item.dead_letter.refresh_from_db(fields=["status"])
-        item.outcome, counter = f"skipped: {item.dead_letter.get_status_display()}", "skipped"
+        item.outcome, counter = f"skipped: {item.dead_letter.status.replace('_', ' ')}", "skipped"
     item.done_at = timezone.now()
     item.save(update_fields=["done_at", "outcome"])
     BulkReprocess.objects.filter(pk=run.pk).update(**{counter: F(counter) + 1}, heartbeat_at=item.done_at)

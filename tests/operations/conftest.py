@@ -1,0 +1,85 @@
+"""People and dead letters for the cockpit's tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from apps.eventbus.deadletters import H_ORIGINAL_HEADERS, H_TRACEBACK
+from apps.eventbus.services import dead_letter_record
+from apps.inventory.services import product_ensure
+from apps.operations.roles import AUDITORS, OPERATORS
+from apps.orders.services import order_place
+from tests.testapp.events import SomethingHappened
+
+PASSWORD = "cockpit-password-1"
+_sequence = itertools.count(1)
+
+
+def make_user(username: str, *, group: str | None = None, superuser: bool = False):
+    User = get_user_model()
+    if superuser:
+        return User.objects.create_superuser(username, f"{username}@example.com", PASSWORD)
+    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("olivia", group=OPERATORS)
+
+
+@pytest.fixture
+def auditor(db):
+    return make_user("arthur", group=AUDITORS)
+
+
+@pytest.fixture
+def order(db):
+    product_ensure(sku="SKU-COCKPIT", name="Cockpit", price=Decimal("12.50"), stock_on_hand=100)
+    return order_place(customer_id="customer-1", lines=[("SKU-COCKPIT", 2)])
+
+
+def make_dead_letter(
+    *,
+    consumer: str = "testing",
+    value: int | str = 1,
+    correlation_id: str | None = None,
+    data: str | None = None,
+    error_type: str = "PermanentError",
+    error: str = "value refused by a business rule",
+    traceback: str | None = 'Traceback (most recent call last):\n  File "handlers.py", line 1\nPermanentError: refused',
+):
+    """A dead letter as the dead-letters consumer records it (through its service)."""
+    event = SomethingHappened(value=1, correlation_id=correlation_id)
+    body = data if data is not None else json.dumps({**event.model_dump(mode="json"), "value": value})
+    headers = {H_ORIGINAL_HEADERS: json.dumps({"Content-Type": "application/json", "Nats-Msg-Id": event.message_id})}
+    if traceback:
+        headers[H_TRACEBACK] = json.dumps(traceback)
+    return dead_letter_record(
+        consumer=consumer,
+        stream="TESTING",
+        subject="testing.happened.v1",
+        stream_sequence=next(_sequence),
+        message_id=event.message_id,
+        correlation_id=correlation_id or "",
+        data=body,
+        headers=headers,
+        error_type=error_type,
+        error=error,
+        attempts=1,
+        failed_at=timezone.now(),
+    )
+
+
+@pytest.fixture
+def dead_letter(db):
+    return make_dead_letter()
