@@ -96,11 +96,19 @@ def _cell(value):
     return value
 
 
-def pretty_json(value) -> str:
-    """A JSON value, or text holding one, indented in an escaped ``<pre>``; other text as it is."""
+def indented_json(value) -> str | None:
+    """A JSON value, or text holding one, as indented JSON text; None for text that is not JSON."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
-            return format_html('<pre class="raw">{}</pre>', value)
-    return format_html('<pre class="json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
+            return None
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def pretty_json(value) -> str:
+    """A JSON value, or text holding one, indented in an escaped ``<pre>``; other text as it is."""
+    text = indented_json(value)
+    if text is None:
+        return format_html('<pre class="raw">{}</pre>', value)
+    return format_html('<pre class="json">{}</pre>', text)

@@ -6,7 +6,7 @@ audit log."""
 from __future__ import annotations
 
 import json
-import re
+import uuid
 from collections import Counter
 
 from django import forms
@@ -37,11 +37,11 @@ from apps.eventbus.services import (
     dead_letter_reprocess,
 )
 from apps.orders.models import Order
+from orders_platform.admin_base import CappedCountPaginator, html_table, indented_json, order_link, pretty_json
 
 from .models import BulkReprocess, Consumer
 from .services import BulkReprocessConflict, BulkReprocessError, bulk_reprocess_cancel, bulk_reprocess_start
 
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
 STATUS_COLOURS = {
     DeadLetter.Status.PENDING: "#ba2121",
@@ -52,14 +52,9 @@ STATUS_COLOURS = {
 }
 
 
-def pretty_json(text: str | dict) -> str:
-    """Indented JSON if ``text`` is JSON, else the text as it is."""
-    if isinstance(text, dict):
-        return json.dumps(text, indent=2, sort_keys=True, ensure_ascii=False)
-    try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return text
+def as_text(value) -> str:
+    """Indented JSON when ``value`` is JSON, else the text as it is (for forms and diffs)."""
+    return indented_json(value) or value
 
 
 def badge(label: str, colour: str):
@@ -69,13 +64,6 @@ def badge(label: str, colour: str):
         colour,
         label,
     )
-
-
-def order_url(correlation_id: str) -> str | None:
-    """The order's admin page, if the correlation id is an order's id (by convention it is)."""
-    if not correlation_id or not UUID.match(correlation_id):
-        return None
-    return reverse("admin:orders_order_change", args=[correlation_id])
 
 
 class DiscardForm(forms.Form):
@@ -125,7 +113,7 @@ class EditForm(forms.Form):
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = [
         "id", "consumer", "subject", "error_type", "short_error", "attempts", "first_failed_at", "last_failed_at",
-        "status_badge", "order_link",
+        "status_badge", "order",
     ]  # fmt: skip
     list_display_links = ["id"]
     list_filter = ["status", "consumer", "subject", "error_type", "last_failed_at"]
@@ -134,17 +122,20 @@ class DeadLetterAdmin(admin.ModelAdmin):
     date_hierarchy = "last_failed_at"
     list_per_page = 50
     show_full_result_count = False  # counting 100k rows for every page is wasted work
+    paginator = CappedCountPaginator
     actions = ["reprocess_selected", "discard_selected"]
     fieldsets = [
         ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback", "attempts",
                                  "failures", "first_failed_at", "last_failed_at"]}),
         ("Original message", {"fields": ["stream", "subject", "stream_sequence", "message_id", "correlation_id",
-                                          "order", "payload", "edited_payload", "original_headers", "dlq_headers"]}),
+                                          "order_and_timeline", "payload", "edited_payload", "original_headers",
+                                          "dlq_headers"]}),
         ("History", {"fields": ["history_table", "timeline"]}),
     ]  # fmt: skip
     readonly_fields = [
         "status_badge", "consumer", "error_type", "error", "traceback", "attempts", "failures", "first_failed_at",
-        "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order", "payload",
+        "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order_and_timeline",
+        "payload",
         "edited_payload", "original_headers", "dlq_headers", "history_table", "timeline",
     ]  # fmt: skip
 
@@ -176,9 +167,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return badge(obj.get_status_display(), STATUS_COLOURS.get(obj.status, "#666"))
 
     @admin.display(description="order")
-    def order_link(self, obj: DeadLetter):
-        url = order_url(obj.correlation_id)
-        return format_html('<a href="{}">{}…</a>', url, obj.correlation_id[:8]) if url else "-"
+    def order(self, obj: DeadLetter):
+        return order_link(obj.correlation_id) if obj.correlation_id else "-"
 
     def get_list_display(self, request):
         """The last column: a one-click Reprocess, for those allowed, on rows it applies to. It
@@ -198,38 +188,36 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
         return [*self.list_display, reprocess_button]
 
-    @admin.display(description="order")
-    def order(self, obj: DeadLetter):
-        url = order_url(obj.correlation_id)
-        if not url or not Order.objects.filter(pk=obj.correlation_id).exists():
+    @admin.display(description="order and timeline")
+    def order_and_timeline(self, obj: DeadLetter):
+        if not obj.correlation_id or not Order.objects.filter(pk=_uuid_or_none(obj.correlation_id)).exists():
             return "no order with this correlation id"
         entries = reverse("admin:audit_auditentry_changelist") + f"?q={obj.correlation_id}"
         return format_html(
-            '<a href="{}">order {}</a> (its page shows the event timeline) · <a href="{}">its audit entries</a>',
-            url,
-            obj.correlation_id,
+            '{} (its page shows the event timeline) · <a href="{}">its audit entries</a>',
+            order_link(obj.correlation_id),
             entries,
         )
 
     @admin.display(description="payload (original)")
     def payload(self, obj: DeadLetter):
-        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(obj.data))
+        return pretty_json(obj.data)
 
     @admin.display(description="payload (edited)")
     def edited_payload(self, obj: DeadLetter):
         if not obj.edited_data:
             return "not edited"
-        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(obj.edited_data))
+        return pretty_json(obj.edited_data)
 
     @admin.display(description="original headers")
     def original_headers(self, obj: DeadLetter):
         raw = obj.headers.get(H_ORIGINAL_HEADERS)
-        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(raw) if raw else "none")
+        return pretty_json(raw) if raw else "none"
 
     @admin.display(description="dead-letter headers")
     def dlq_headers(self, obj: DeadLetter):
         shown = {k: v for k, v in obj.headers.items() if k not in (H_ORIGINAL_HEADERS, H_TRACEBACK)}
-        return format_html('<pre class="cockpit-json">{}</pre>', pretty_json(shown))
+        return pretty_json(shown)
 
     @admin.display(description="traceback")
     def traceback(self, obj: DeadLetter):
@@ -244,19 +232,19 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.display(description="attempts and operator actions")
     def history_table(self, obj: DeadLetter):
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+        return html_table(
+            ["when", "what", "who", "note"],
             (
-                (event.at.strftime("%Y-%m-%d %H:%M:%S"), event.get_kind_display(), event.actor or "platform",
-                 event.note)
+                (
+                    event.at,
+                    event.get_kind_display(),
+                    event.actor or "platform",
+                    format_html("<pre>{}</pre>", event.note),
+                )
                 for event in obj.history.select_related("actor")
             ),
-        )  # fmt: skip
-        return format_html(
-            '<table class="cockpit-history"><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>',
-            "when", "what", "who", "note", rows,
-        )  # fmt: skip
+            css_class="cockpit-history",
+        )
 
     @admin.display(description="order timeline (audit log)")
     def timeline(self, obj: DeadLetter):
@@ -265,12 +253,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
         events = order_timeline(obj.correlation_id)
         if not events:
             return "no events recorded for this correlation id"
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{} #{}</td></tr>",
-            ((e["occurred_at"], e["subject"], e["stream"], e["stream_sequence"]) for e in events),
+        return html_table(
+            ["occurred", "event", "stream"],
+            ((e["occurred_at"], e["subject"], f"{e['stream']} #{e['stream_sequence']}") for e in events),
         )
-        return format_html("<table><tr><th>occurred</th><th>event</th><th>stream</th></tr>{}</table>", rows)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -346,7 +332,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if dead_letter.status not in REPROCESSABLE:
             self.message_user(request, f"Dead letter {pk} is {dead_letter.status}; nothing to edit.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
-        initial = {"data": pretty_json(dead_letter.edited_data or dead_letter.data)}
+        initial = {"data": as_text(dead_letter.edited_data or dead_letter.data)}
         form = EditForm(request.POST or None, initial=initial, dead_letter=dead_letter)
         if request.method == "POST" and form.is_valid():
             try:
@@ -368,7 +354,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             "Edit and reprocess a dead letter",
             dead_letter,
             form,
-            original=pretty_json(dead_letter.data),
+            original=as_text(dead_letter.data),
         )
 
     def _page(self, request, template: str, title: str, dead_letter: DeadLetter, form, **context):
@@ -661,3 +647,10 @@ class ConsumerHealthAdmin(admin.ModelAdmin):
 
     def resume_view(self, request, name: str):
         return self._act(request, name, consumer_resume, "resumed")
+
+
+def _uuid_or_none(value: str):
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
