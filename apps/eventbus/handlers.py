@@ -29,9 +29,6 @@ def on_dead_letter(delivery: Delivery) -> None:
         failed_at = datetime.fromisoformat(headers[dl.H_FAILED_AT])
     except (KeyError, ValueError):
         failed_at = timezone.now()
-    error = headers.get(dl.H_ERROR, "")
-    if traceback:
-        error = f"{error}\n\n{traceback}"
     reprocessed = headers.get(dl.H_REPROCESSED_DEAD_LETTER_ID)
     dead_letter_record(
         consumer=consumer,
@@ -43,7 +40,8 @@ def on_dead_letter(delivery: Delivery) -> None:
         data=delivery.data.decode(errors="replace"),
         headers=original_headers,
         error_type=headers.get(dl.H_ERROR_TYPE, "Unknown"),
-        error=error,
+        error=headers.get(dl.H_ERROR, ""),
+        traceback=traceback,
         attempts=attempts,
         failed_at=failed_at,
         reprocessed_dead_letter_id=int(reprocessed) if reprocessed and reprocessed.isdigit() else None,

@@ -71,6 +71,7 @@ def dead_letter_record(
     error: str,
     attempts: int,
     failed_at: datetime,
+    traceback: str = "",
     reprocessed_dead_letter_id: int | None = None,
 ) -> DeadLetter:
     """Record one failure. A message that failed again after a reprocess updates its first row."""
@@ -79,13 +80,14 @@ def dead_letter_record(
         if dead_letter is not None:
             dead_letter.status = DeadLetter.Status.FAILED_AGAIN
             dead_letter.status_changed_at = timezone.now()
-            dead_letter.error_type, dead_letter.error = error_type, error
+            dead_letter.error_type, dead_letter.error, dead_letter.traceback = error_type, error, traceback
             dead_letter.last_failed_at = failed_at
             dead_letter.failures += 1
             dead_letter.attempts += attempts
             dead_letter.save(
                 update_fields=[
-                    "status", "status_changed_at", "error_type", "error", "last_failed_at", "failures", "attempts"
+                    "status", "status_changed_at", "error_type", "error", "traceback", "last_failed_at", "failures",
+                    "attempts",
                 ]
             )  # fmt: skip
             DeadLetterEvent.objects.create(dead_letter=dead_letter, kind=DeadLetterEvent.Kind.FAILED, note=error)
@@ -103,6 +105,7 @@ def dead_letter_record(
             "headers": headers,
             "error_type": error_type,
             "error": error,
+            "traceback": traceback,
             "attempts": attempts,
             "first_failed_at": failed_at,
             "last_failed_at": failed_at,

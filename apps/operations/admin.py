@@ -5,7 +5,6 @@ audit log."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 
@@ -23,7 +22,6 @@ from django.views.decorators.http import require_POST
 
 from apps.audit.selectors import order_timeline
 from apps.eventbus import monitoring, selectors
-from apps.eventbus.deadletters import H_ORIGINAL_HEADERS, H_TRACEBACK
 from apps.eventbus.models import DeadLetter
 from apps.eventbus.monitoring import NatsUnreachable
 from apps.eventbus.services import (
@@ -125,18 +123,17 @@ class DeadLetterAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     actions = ["reprocess_selected", "discard_selected"]
     fieldsets = [
-        ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback", "attempts",
+        ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback_text", "attempts",
                                  "failures", "first_failed_at", "last_failed_at"]}),
         ("Original message", {"fields": ["stream", "subject", "stream_sequence", "message_id", "correlation_id",
-                                          "order_and_timeline", "payload", "edited_payload", "original_headers",
-                                          "dlq_headers"]}),
+                                          "order_and_timeline", "payload", "edited_payload", "original_headers"]}),
         ("History", {"fields": ["history_table", "timeline"]}),
     ]  # fmt: skip
     readonly_fields = [
-        "status_badge", "consumer", "error_type", "error", "traceback", "attempts", "failures", "first_failed_at",
+        "status_badge", "consumer", "error_type", "error", "traceback_text", "attempts", "failures", "first_failed_at",
         "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order_and_timeline",
         "payload",
-        "edited_payload", "original_headers", "dlq_headers", "history_table", "timeline",
+        "edited_payload", "original_headers", "history_table", "timeline",
     ]  # fmt: skip
 
     # -- permissions: read-only model admin, plus the two operator actions ------------
@@ -209,26 +206,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
             return "not edited"
         return pretty_json(obj.edited_data)
 
-    @admin.display(description="original headers")
+    @admin.display(description="headers")
     def original_headers(self, obj: DeadLetter):
-        raw = obj.headers.get(H_ORIGINAL_HEADERS)
-        return pretty_json(raw) if raw else "none"
-
-    @admin.display(description="dead-letter headers")
-    def dlq_headers(self, obj: DeadLetter):
-        shown = {k: v for k, v in obj.headers.items() if k not in (H_ORIGINAL_HEADERS, H_TRACEBACK)}
-        return pretty_json(shown)
+        return pretty_json(obj.headers) if obj.headers else "none"
 
     @admin.display(description="traceback")
-    def traceback(self, obj: DeadLetter):
-        raw = obj.headers.get(H_TRACEBACK)
-        if not raw:
-            return "none (the message was rejected before a handler ran, or by the server)"
-        try:
-            text = json.loads(raw)
-        except ValueError:
-            text = raw
-        return format_html('<pre class="cockpit-traceback">{}</pre>', text)
+    def traceback_text(self, obj: DeadLetter):
+        if not obj.traceback:
+            return "none (refused before a handler ran: undecodable, no contract, invalid, or given up by the server)"
+        return format_html('<pre class="cockpit-traceback">{}</pre>', obj.traceback)
 
     @admin.display(description="attempts and operator actions")
     def history_table(self, obj: DeadLetter):
@@ -271,18 +257,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        dead_letter = self.get_object(request, object_id)
-        extra = {
-            "can_reprocess": self.has_reprocess_permission(request)
-            and dead_letter is not None
-            and dead_letter.status in REPROCESSABLE,
-            "can_discard": self.has_discard_permission(request)
-            and dead_letter is not None
-            and dead_letter.status not in (DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED),
-            **(extra_context or {}),
-        }
-        return super().change_view(request, object_id, form_url, extra)
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        """The buttons follow the status of the very row the page shows (a reprocess may
+        resolve it between two reads)."""
+        open_ = obj is not None and obj.status in REPROCESSABLE
+        context.update(
+            can_reprocess=open_ and self.has_reprocess_permission(request),
+            can_discard=open_ and self.has_discard_permission(request),
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _dead_letter(self, request, pk: int, action: str) -> DeadLetter:
         if not getattr(self, f"has_{action}_permission")(request):

@@ -11,7 +11,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from apps.eventbus.deadletters import H_ORIGINAL_HEADERS, H_TRACEBACK
 from apps.eventbus.services import dead_letter_record
 from apps.inventory.services import product_ensure
 from apps.operations.roles import AUDITORS, OPERATORS
@@ -58,12 +57,10 @@ def make_dead_letter(
     error: str = "value refused by a business rule",
     traceback: str | None = 'Traceback (most recent call last):\n  File "handlers.py", line 1\nPermanentError: refused',
 ):
-    """A dead letter as the dead-letters consumer records it (through its service)."""
+    """A dead letter as the dead-letters consumer records it (through its service): the
+    original body and headers, the error and its traceback."""
     event = SomethingHappened(value=1, correlation_id=correlation_id)
     body = data if data is not None else json.dumps({**event.model_dump(mode="json"), "value": value})
-    headers = {H_ORIGINAL_HEADERS: json.dumps({"Content-Type": "application/json", "Nats-Msg-Id": event.message_id})}
-    if traceback:
-        headers[H_TRACEBACK] = json.dumps(traceback)
     return dead_letter_record(
         consumer=consumer,
         stream="TESTING",
@@ -72,9 +69,10 @@ def make_dead_letter(
         message_id=event.message_id,
         correlation_id=correlation_id or "",
         data=body,
-        headers=headers,
+        headers={"Content-Type": "application/json", "Nats-Msg-Id": event.message_id},
         error_type=error_type,
         error=error,
+        traceback=traceback or "",
         attempts=1,
         failed_at=timezone.now(),
     )
