@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
 BACKOFF_INITIAL, BACKOFF_MAX = 0.5, 10.0
 BACKLOG_POLL = 5.0
+# relay_once found only rows whose aggregates have earlier events another relay is publishing:
+# try again shortly (that relay's commit sends no notification).
+BLOCKED = -1
+BLOCKED_RETRY = 0.05
 
 
 _TABLE = OutboxEvent._meta.db_table
@@ -146,7 +150,9 @@ class Relay:
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             delay = BACKOFF_INITIAL
-            if published < self.batch_size:  # drained: wait for a notification, the poll, or stop
+            if published == BLOCKED:
+                await _sleep_until(stop, BLOCKED_RETRY)
+            elif published < self.batch_size:  # drained: wait for a notification, the poll, or stop
                 self.wake.clear()
                 waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
                 await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
@@ -156,7 +162,8 @@ class Relay:
     # -- one round (worker thread) --------------------------------------------------
 
     def relay_once(self) -> int:
-        """Publish one batch of unsent rows; return how many were marked sent."""
+        """Publish one batch of unsent rows; return how many were marked sent, or ``BLOCKED``
+        when every claimed row waits for an earlier event of its aggregate held elsewhere."""
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_SESSION)
             cursor.execute(_CLAIM, [self.batch_size])
@@ -164,6 +171,8 @@ class Relay:
             if not rows:
                 return 0
             rows = self._without_blocked_aggregates(cursor, rows)
+            if not rows:
+                return BLOCKED
             acked, failed = asyncio.run_coroutine_threadsafe(self._publish(rows), self.loop).result()
             if acked:
                 self._mark_sent(cursor, acked)

@@ -2,7 +2,8 @@
 
 import time
 
-from django.db import transaction
+import psycopg
+from django.db import connection, transaction
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.outbox import outbox_write
@@ -92,6 +93,29 @@ def test_two_relays_side_by_side_publish_each_event_once_in_aggregate_order(bus)
             OutboxEvent.objects.filter(aggregate_id=aggregate).order_by("id").values_list("stream_sequence", flat=True)
         )
         assert sequences == sorted(sequences) and len(set(sequences)) == 30
+
+
+def test_a_relay_whose_whole_batch_waits_on_another_relay_publishes_nothing_then_catches_up(bus, caplog):
+    """Another relay holds an aggregate's first event: this relay claims only the second one,
+    must not publish it ahead of the first, and publishes both in order once the first is free."""
+    with transaction.atomic():
+        first = outbox_write(SomethingHappened(value=1, correlation_id="order-a"))
+        second = outbox_write(SomethingHappened(value=2, correlation_id="order-a"))
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as other_relay:
+        other_relay.execute(f"SELECT id FROM {OutboxEvent._meta.db_table} WHERE id = %s FOR UPDATE", [first.pk])
+        with bus.relay(batch_size=10):
+            time.sleep(1.0)  # rounds that find only the blocked event
+            assert bus.stream_messages("TESTING") == 0, "the second event did not overtake the first"
+            other_relay.rollback()  # the other relay gives its row up
+            wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), timeout=10)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.stream_sequence == 1 and second.stream_sequence == 2
+    failures = [r.getMessage() for r in caplog.records if r.name == "apps.eventbus.relay" and r.levelno >= 30]
+    assert not failures, "waiting on another relay is not a failure"
 
 
 def test_a_handler_longer_than_ack_wait_is_not_redelivered_while_it_works(bus):
