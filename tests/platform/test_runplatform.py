@@ -73,7 +73,7 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"^inventory +\| .*consumer inventory running on ORDERS")
         output.wait_for(r"^orders +\| .*consumer orders running on INVENTORY, PAYMENTS")
         output.wait_for(r"^payments +\| .*consumer payments running on ORDERS")
-        output.wait_for(r"^audit +\| .*consumer audit running on INVENTORY, ORDERS, PAYMENTS")
+        output.wait_for(r"^audit +\| .*consumer audit running on INVENTORY, OPERATOR, ORDERS, PAYMENTS")
         pids = every_pid(process, data_dir)
         assert None not in pids and len(pids) >= 12
 
