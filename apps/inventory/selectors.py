@@ -2,9 +2,27 @@
 
 from decimal import Decimal
 
-from .models import Product
+from django.db.models import QuerySet
+
+from .models import Product, StockDecision
 
 
 def product_prices(skus: list[str]) -> dict[str, Decimal]:
     """SKU -> current price, for the SKUs that exist."""
     return dict(Product.objects.filter(sku__in=skus).values_list("sku", "price"))
+
+
+def product_list() -> QuerySet[Product]:
+    """The catalogue in SKU order; ``stock_on_hand`` is what is left to sell (reservations are taken off)."""
+    return Product.objects.order_by("sku")
+
+
+def product_get(*, sku: str) -> Product | None:
+    if "\x00" in sku:
+        return None  # PostgreSQL text cannot hold it, so no SKU has it
+    return Product.objects.filter(sku=sku).first()
+
+
+def stock_decision_for_order(*, order_id: str) -> StockDecision | None:
+    """What inventory decided for the order (reserved, rejected, released...), or None before it decided."""
+    return StockDecision.objects.filter(order_id=order_id).first()

@@ -57,4 +57,5 @@ CELERY_BEAT_SCHEDULE = {  # housekeeping; domain apps add their own jobs
     "clear-expired-sessions": {"task": "platform.clear_expired_sessions", "schedule": 6 * 3600},
     "prune-outbox": {"task": "eventbus.prune_outbox", "schedule": 3600},
     "prune-ledger": {"task": "eventbus.prune_ledger", "schedule": 6 * 3600},
+    "prune-idempotency-keys": {"task": "api.prune_idempotency_keys", "schedule": 3600},
 }
