@@ -69,6 +69,12 @@ class NoBodySerializer(StrictSerializer):
 class DeadLetterListApi(GenericAPIView):
     permission_classes = [has_perm("eventbus.view_deadletter")]
     pagination_class = DeadLetterCursorPagination
+    serializer_class = DeadLetterSerializer
+
+    def get_queryset(self):
+        filters = DeadLetterFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return dead_letter_list(**filters.validated_data)
 
     @extend_schema(
         operation_id="dead_letters_list",
@@ -78,9 +84,7 @@ class DeadLetterListApi(GenericAPIView):
         examples=[OpenApiExample("a dead letter", value=DEAD_LETTER_EXAMPLE, response_only=True, status_codes=[200])],
     )
     def get(self, request):
-        filters = DeadLetterFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        page = self.paginate_queryset(dead_letter_list(**filters.validated_data))
+        page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(DeadLetterSerializer(page, many=True).data)
 
 

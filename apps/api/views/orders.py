@@ -61,6 +61,12 @@ def customer_id(request) -> str:
 
 class OrderListCreateApi(GenericAPIView):
     pagination_class = NewestFirstCursorPagination
+    serializer_class = OrderCreateSerializer  # the browsable API's form
+
+    def get_queryset(self):
+        filters = OrderFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return order_list(customer_id=customer_id(self.request), **filters.validated_data)
 
     @extend_schema(
         operation_id="orders_list",
@@ -70,10 +76,7 @@ class OrderListCreateApi(GenericAPIView):
         examples=[OpenApiExample("a page of orders", value=ORDER_EXAMPLE, response_only=True, status_codes=[200])],
     )
     def get(self, request):
-        filters = OrderFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        orders = order_list(customer_id=customer_id(request), **filters.validated_data)
-        page = self.paginate_queryset(orders)
+        page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
     @extend_schema(

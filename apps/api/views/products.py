@@ -26,6 +26,10 @@ PRODUCT_EXAMPLE = {
 
 class ProductListApi(GenericAPIView):
     pagination_class = CataloguePagination
+    serializer_class = ProductSerializer
+
+    def get_queryset(self):
+        return product_list()
 
     @extend_schema(
         operation_id="products_list",
@@ -35,7 +39,7 @@ class ProductListApi(GenericAPIView):
         examples=[OpenApiExample("a product", value=PRODUCT_EXAMPLE, response_only=True, status_codes=[200])],
     )
     def get(self, request):
-        page = self.paginate_queryset(product_list())
+        page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(ProductSerializer(page, many=True).data)
 
 
