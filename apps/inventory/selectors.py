@@ -1,15 +1,25 @@
-"""Reads other apps may make of the catalogue (in-process, never through the tables)."""
+"""Reads other apps may make of inventory (in-process, never through the tables)."""
 
 from decimal import Decimal
 
 from django.db.models import QuerySet
 
-from .models import Product, StockDecision
+from .models import Product, Reservation, StockDecision
 
 
 def product_prices(skus: list[str]) -> dict[str, Decimal]:
     """SKU -> current price, for the SKUs that exist."""
     return dict(Product.objects.filter(sku__in=skus).values_list("sku", "price"))
+
+
+def stock_decision_for_order(order_id: str) -> StockDecision | None:
+    """What inventory decided for the order, if it has heard of it."""
+    return StockDecision.objects.filter(order_id=order_id).first()
+
+
+def reservations_for_order(order_id: str) -> list[Reservation]:
+    """The order's reservations (held and released), with their products, in SKU order."""
+    return list(Reservation.objects.filter(order_id=order_id).select_related("product").order_by("product__sku"))
 
 
 def product_list() -> QuerySet[Product]:
@@ -21,8 +31,3 @@ def product_get(*, sku: str) -> Product | None:
     if "\x00" in sku:
         return None  # PostgreSQL text cannot hold it, so no SKU has it
     return Product.objects.filter(sku=sku).first()
-
-
-def stock_decision_for_order(*, order_id: str) -> StockDecision | None:
-    """What inventory decided for the order (reserved, rejected, released...), or None before it decided."""
-    return StockDecision.objects.filter(order_id=order_id).first()

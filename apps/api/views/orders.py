@@ -144,8 +144,8 @@ class OrderDetailApi(APIView):
         if order is None:
             raise NotFound()
         context = {
-            "payment": payment_for_order(order_id=str(order.id)),
-            "stock_decision": stock_decision_for_order(order_id=str(order.id)),
+            "payment": payment_for_order(str(order.id)),
+            "stock_decision": stock_decision_for_order(str(order.id)),
             "timeline": order_timeline(str(order.id)),
         }
         return Response(OrderDetailSerializer(order, context=context).data)
