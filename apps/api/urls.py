@@ -1,7 +1,7 @@
 """Everything under /api/. Every endpoint needs authentication except the token endpoint and
 the schema and docs (public: they describe the API and hold no data)."""
 
-from django.urls import include, path, re_path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .views.auth import EndpointNotFoundApi, TokenCreateApi
@@ -31,7 +31,7 @@ urlpatterns = [
     # The schema and its Swagger UI (static files from drf-spectacular-sidecar, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    # Sign in and out for the browsable API (session authentication).
-    path("session/", include("rest_framework.urls")),
+    # (/api/session/login/ and logout/ for the browsable API are in the project's urls: the
+    # browsable API reverses them in DRF's own namespace.)
     re_path(r"^.*$", EndpointNotFoundApi.as_view(), name="not-found"),
 ]

@@ -86,12 +86,14 @@ def test_no_token_without_valid_credentials(body, code):
     assert_error(APIClient().post("/api/auth/token/", body, format="json"), 400, code)
 
 
-def test_a_session_serves_the_browsable_api(alice):
+def test_a_session_serves_the_browsable_api(catalogue):
     client = APIClient()
-    client.force_login(alice)
-    response = client.get("/api/orders/", HTTP_ACCEPT="text/html")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/html")
+    assert client.get("/api/session/login/").status_code == 200
+    client.force_login(make_user("root", is_superuser=True))
+    for url in ("/api/orders/", "/api/products/", "/api/products/KB-001/", "/api/dead-letters/"):
+        response = client.get(url, HTTP_ACCEPT="text/html")
+        assert response.status_code == 200, url
+        assert response["Content-Type"].startswith("text/html")
 
 
 def test_other_paths_methods_and_media_types_answer_in_the_error_shape(alice):

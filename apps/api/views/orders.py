@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from apps.audit.selectors import order_timeline
 from apps.inventory.selectors import stock_decision_for_order
+from apps.orders.errors import UnknownSku
 from apps.orders.selectors import order_get, order_list
 from apps.orders.services import order_cancel, order_place
 from apps.payments.selectors import payment_for_order
@@ -45,7 +46,7 @@ CREATE_400_EXAMPLES = [
         "Invalid request: lines.0.quantity: Ensure this value is greater than or equal to 1.",
         {"lines.0.quantity": ["Ensure this value is greater than or equal to 1."]},
     ),
-    ("unknown_sku", "unknown SKU(s): NOPE-1", {"NOPE-1": ["unknown"]}),
+    ("unknown_sku", "unknown SKU(s): NOPE-1", {"lines.0.sku": ["unknown SKU"]}),
     (
         "validation_error",
         "Invalid request: total_amount: Set by the server; clients may not send it.",
@@ -104,7 +105,11 @@ class OrderListCreateApi(GenericAPIView):
         payload = OrderCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         lines = [(line["sku"], line["quantity"]) for line in payload.validated_data["lines"]]
-        order = order_place(customer_id=customer_id(request), lines=lines)
+        try:
+            order = order_place(customer_id=customer_id(request), lines=lines)
+        except UnknownSku as exc:  # name the request's fields, not the domain's SKUs
+            paths = {f"lines.{i}.sku": "unknown SKU" for i, (sku, _) in enumerate(lines) if sku in exc.fields}
+            raise UnknownSku(exc.message, fields=paths) from exc
         return Response(OrderSerializer(order).data, status=status.HTTP_201_CREATED)
 
 
