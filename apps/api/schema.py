@@ -70,12 +70,24 @@ def error_responses(*statuses: int, examples: dict[int, list[tuple[str, str, dic
             ErrorSerializer,
             description=DESCRIPTIONS[status],
             examples=[
-                OpenApiExample(code, value=error_body(code, message, fields), status_codes=[status], response_only=True)
+                OpenApiExample(
+                    _example_name(code, fields, examples[status]),
+                    value=error_body(code, message, fields),
+                    status_codes=[status],
+                    response_only=True,
+                )
                 for code, message, fields in examples[status]
             ],
         )
         for status in sorted(set(statuses))
     }
+
+
+def _example_name(code: str, fields: dict, examples: list[tuple[str, str, dict]]) -> str:
+    """The code, and the first field when the code has several examples (names must differ)."""
+    if sum(other == code for other, _, _ in examples) > 1 and fields:
+        return f"{code} {next(iter(fields))}"
+    return code
 
 
 IDEMPOTENCY_KEY = OpenApiParameter(

@@ -72,3 +72,10 @@ def test_the_docs_page_loads_only_local_static_files():
         assert url.startswith("/static/"), url
         assert finders.find(url.removeprefix("/static/")), f"{url} is not among the project's static files"
     assert '"validatorUrl": null' in html, "Swagger UI would fetch its validator badge from outside"
+
+
+def test_an_order_documents_each_of_its_refusals():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    refusals = schema["paths"]["/api/orders/"]["post"]["responses"]["400"]["content"]["application/json"]["examples"]
+    codes = [example["value"]["error"]["code"] for example in refusals.values()]
+    assert sorted(codes) == ["invalid_idempotency_key", "unknown_sku", "validation_error", "validation_error"]

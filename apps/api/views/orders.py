@@ -20,7 +20,7 @@ from apps.payments.selectors import payment_for_order
 
 from ..idempotency import idempotent
 from ..pagination import NewestFirstCursorPagination
-from ..schema import IDEMPOTENCY_KEY, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
+from ..schema import EXAMPLES, IDEMPOTENCY_KEY, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
 from ..serializers import (
     OrderCancelSerializer,
     OrderCreateSerializer,
@@ -41,11 +41,7 @@ ORDER_EXAMPLE = {
     "updated_at": "2026-11-20T10:15:00.123456Z",
 }
 CREATE_400_EXAMPLES = [
-    (
-        "validation_error",
-        "Invalid request: lines.0.quantity: Ensure this value is greater than or equal to 1.",
-        {"lines.0.quantity": ["Ensure this value is greater than or equal to 1."]},
-    ),
+    *EXAMPLES[400],
     ("unknown_sku", "unknown SKU(s): NOPE-1", {"lines.0.sku": ["unknown SKU"]}),
     (
         "validation_error",
