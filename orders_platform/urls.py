@@ -7,5 +7,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("api/session/", include("rest_framework.urls")),  # the browsable API's sign-in and sign-out
+    path("api/", include("apps.api.urls")),
     path("", include("django_prometheus.urls")),
 ]

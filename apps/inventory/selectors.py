@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+from django.db.models import QuerySet
+
 from .models import Product, Reservation, StockDecision
 
 
@@ -18,3 +20,14 @@ def stock_decision_for_order(order_id: str) -> StockDecision | None:
 def reservations_for_order(order_id: str) -> list[Reservation]:
     """The order's reservations (held and released), with their products, in SKU order."""
     return list(Reservation.objects.filter(order_id=order_id).select_related("product").order_by("product__sku"))
+
+
+def product_list() -> QuerySet[Product]:
+    """The catalogue in SKU order; ``stock_on_hand`` is what is left to sell (reservations are taken off)."""
+    return Product.objects.order_by("sku")
+
+
+def product_get(*, sku: str) -> Product | None:
+    if "\x00" in sku:
+        return None  # PostgreSQL text cannot hold it, so no SKU has it
+    return Product.objects.filter(sku=sku).first()

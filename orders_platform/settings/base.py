@@ -1,5 +1,6 @@
 """What every environment shares. Environment modules add secrets, hosts and service URLs."""
 
+from .api import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .drf import *  # noqa: F403
 from .env import env_int, env_str, env_urls
@@ -16,6 +17,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "orders_platform",
     "apps.eventbus",
@@ -24,6 +27,7 @@ INSTALLED_APPS = [
     "apps.inventory",
     "apps.audit",
     "apps.operations",
+    "apps.api",
 ]
 
 MIDDLEWARE = [

@@ -59,4 +59,5 @@ CELERY_BEAT_SCHEDULE = {  # housekeeping; domain apps add their own jobs
     "prune-ledger": {"task": "eventbus.prune_ledger", "schedule": 6 * 3600},
     # Bulk reprocess runs whose worker died (and whose task message went with it) go on.
     "resume-bulk-reprocess": {"task": "operations.resume_bulk_reprocess", "schedule": 60},
+    "prune-idempotency-keys": {"task": "api.prune_idempotency_keys", "schedule": 3600},
 }

@@ -7,6 +7,7 @@ and what it got, so a bad deployment stops at start-up with a message an operato
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _MISSING = object()
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 
 def _raw(name: str) -> str | None:
@@ -112,4 +114,17 @@ def env_file(name: str) -> str | None:
         return None
     if not Path(value).is_file():
         raise ImproperlyConfigured(f"{name} must name an existing file; {value!r} does not exist")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate as DRF's throttles read it: ``N/second``, ``N/minute``, ``N/hour`` or ``N/day``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    value = value.strip().replace(" ", "")
+    if not _RATE.match(value) or int(value.split("/")[0]) < 1:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 100/minute (per second, minute, hour or day); got {value!r}"
+        )
     return value

@@ -1,0 +1,29 @@
+"""The API's own errors. Each has an HTTP status and a stable ``code`` for the error shape;
+domain errors (``apps.orders.errors``) carry the same two attributes."""
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class InvalidIdempotencyKey(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_idempotency_key"
+    default_detail = "Idempotency-Key must be 1 to 255 printable ASCII characters."
+
+
+class IdempotencyKeyReused(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "idempotency_key_reused"
+    default_detail = "This Idempotency-Key was used with a different request; use a new key for a new request."
+
+
+class InvalidCredentials(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_credentials"
+    default_detail = "Unable to sign in with the given username and password."
+
+
+class EndpointNotFound(APIException):
+    status_code = status.HTTP_404_NOT_FOUND
+    default_code = "not_found"
+    default_detail = "No such endpoint."

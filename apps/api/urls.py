@@ -1,0 +1,37 @@
+"""Everything under /api/. Every endpoint needs authentication except the token endpoint and
+the schema and docs (public: they describe the API and hold no data)."""
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from .views.auth import EndpointNotFoundApi, TokenCreateApi
+from .views.dead_letters import DeadLetterDetailApi, DeadLetterDiscardApi, DeadLetterListApi, DeadLetterReprocessApi
+from .views.orders import OrderCancelApi, OrderDetailApi, OrderListCreateApi
+from .views.products import ProductDetailApi, ProductListApi
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", TokenCreateApi.as_view(), name="token"),
+    # Customers.
+    path("orders/", OrderListCreateApi.as_view(), name="orders"),
+    path("orders/<str:order_id>/", OrderDetailApi.as_view(), name="order"),
+    path("orders/<str:order_id>/cancel/", OrderCancelApi.as_view(), name="order-cancel"),
+    path("products/", ProductListApi.as_view(), name="products"),
+    path("products/<str:sku>/", ProductDetailApi.as_view(), name="product"),
+    # Operators: dead letters.
+    path("dead-letters/", DeadLetterListApi.as_view(), name="dead-letters"),
+    path("dead-letters/<str:dead_letter_id>/", DeadLetterDetailApi.as_view(), name="dead-letter"),
+    path(
+        "dead-letters/<str:dead_letter_id>/reprocess/", DeadLetterReprocessApi.as_view(), name="dead-letter-reprocess"
+    ),
+    path("dead-letters/<str:dead_letter_id>/discard/", DeadLetterDiscardApi.as_view(), name="dead-letter-discard"),
+    # Operators: consumers (GET consumers/, POST consumers/<name>/pause/ and .../resume/) come
+    # from the operations work; add them here, above the catch-all.
+    # The schema and its Swagger UI (static files from drf-spectacular-sidecar, no CDN).
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # (/api/session/login/ and logout/ for the browsable API are in the project's urls: the
+    # browsable API reverses them in DRF's own namespace.)
+    re_path(r"^.*$", EndpointNotFoundApi.as_view(), name="not-found"),
+]
