@@ -7,7 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from .errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from .errors import IdempotencyKeyReused, InvalidIdempotencyKey, NatsUnavailable
 from .exceptions import error_body
 
 
@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     415: "The body must be JSON (`Content-Type: application/json`).",
     422: "The Idempotency-Key was already used with a different request.",
     429: "Too many requests: retry after `Retry-After` seconds.",
+    503: "NATS did not answer: the live consumer figures and controls are unavailable for now.",
 }
 EXAMPLES: dict[int, list[tuple[str, str, dict]]] = {
     400: [
@@ -56,6 +57,7 @@ EXAMPLES: dict[int, list[tuple[str, str, dict]]] = {
     415: [("unsupported_media_type", 'Unsupported media type "text/plain" in request.', {})],
     422: [(IdempotencyKeyReused.default_code, str(IdempotencyKeyReused.default_detail), {})],
     429: [("throttled", "Request was throttled. Expected available in 17 seconds.", {})],
+    503: [(NatsUnavailable.default_code, str(NatsUnavailable.default_detail), {})],
 }
 
 READ_ERRORS = (401, 429)

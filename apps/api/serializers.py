@@ -69,6 +69,10 @@ class StrictSerializer(serializers.Serializer):
         return value
 
 
+class NoBodySerializer(StrictSerializer):
+    """An action that takes no fields."""
+
+
 class NewOrderLineSerializer(StrictSerializer):
     """One line of a new order: a SKU and how many."""
 
@@ -235,3 +239,53 @@ class DeadLetterDetailSerializer(DeadLetterSerializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+
+
+class ConsumerSerializer(serializers.Serializer):
+    """One consumer: the sums over its durables (one per stream it reads), and what the
+    database knows of it."""
+
+    name = serializers.CharField(source="state.name")
+    streams = serializers.ListField(child=serializers.CharField(), source="state.streams")
+    missing_on = serializers.ListField(
+        child=serializers.CharField(), source="state.missing", help_text="Streams where its durable does not exist."
+    )
+    pending = serializers.IntegerField(source="state.pending", help_text="Messages not yet delivered.")
+    ack_pending = serializers.IntegerField(source="state.ack_pending", help_text="Delivered, not yet acknowledged.")
+    backlog = serializers.IntegerField(source="state.backlog", help_text="pending + ack_pending: the scaling signal.")
+    redelivered = serializers.IntegerField(source="state.redelivered")
+    waiting = serializers.IntegerField(source="state.waiting", help_text="Pull requests waiting for messages.")
+    paused = serializers.BooleanField(source="state.paused")
+    paused_until = serializers.DateTimeField(source="state.paused_until", allow_null=True)
+    last_active = serializers.DateTimeField(source="state.last_active", allow_null=True)
+    dead_letters_waiting = serializers.IntegerField(help_text="Dead letters pending or failed again.")
+    handled_per_second = serializers.FloatField(help_text="Messages handled per second over the last minute.")
+
+
+class StreamSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    subjects = serializers.ListField(child=serializers.CharField())
+    messages = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    first_seq = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+    consumers = serializers.IntegerField()
+    last_ts = serializers.DateTimeField(allow_null=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    consumers = ConsumerSerializer(many=True)
+    streams = StreamSerializer(many=True)
+
+
+class ConsumerPauseSerializer(StrictSerializer):
+    until = serializers.DateTimeField(
+        required=False, help_text="When the server resumes delivery by itself; default: until resumed."
+    )
+
+    def validate_until(self, value):
+        from django.utils import timezone
+
+        if value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value

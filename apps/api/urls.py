@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .views.auth import EndpointNotFoundApi, TokenCreateApi
+from .views.consumers import ConsumerListApi, ConsumerPauseApi, ConsumerResumeApi
 from .views.dead_letters import DeadLetterDetailApi, DeadLetterDiscardApi, DeadLetterListApi, DeadLetterReprocessApi
 from .views.orders import OrderCancelApi, OrderDetailApi, OrderListCreateApi
 from .views.products import ProductDetailApi, ProductListApi
@@ -26,8 +27,10 @@ urlpatterns = [
         "dead-letters/<str:dead_letter_id>/reprocess/", DeadLetterReprocessApi.as_view(), name="dead-letter-reprocess"
     ),
     path("dead-letters/<str:dead_letter_id>/discard/", DeadLetterDiscardApi.as_view(), name="dead-letter-discard"),
-    # Operators: consumers (GET consumers/, POST consumers/<name>/pause/ and .../resume/) come
-    # from the operations work; add them here, above the catch-all.
+    # Operators: consumers and streams.
+    path("consumers/", ConsumerListApi.as_view(), name="consumers"),
+    path("consumers/<str:name>/pause/", ConsumerPauseApi.as_view(), name="consumer-pause"),
+    path("consumers/<str:name>/resume/", ConsumerResumeApi.as_view(), name="consumer-resume"),
     # The schema and its Swagger UI (static files from drf-spectacular-sidecar, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -21,7 +21,6 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from apps.audit.selectors import order_timeline
-from apps.eventbus import monitoring, selectors
 from apps.eventbus.models import DeadLetter
 from apps.eventbus.monitoring import NatsUnreachable
 from apps.eventbus.services import (
@@ -38,6 +37,7 @@ from apps.orders.models import Order
 from orders_platform.admin_base import CappedCountPaginator, html_table, indented_json, order_link, pretty_json
 
 from .models import BulkReprocess, Consumer
+from .selectors import health
 from .services import BulkReprocessConflict, BulkReprocessError, bulk_reprocess_cancel, bulk_reprocess_start
 
 MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
@@ -569,30 +569,12 @@ class ConsumerHealthAdmin(admin.ModelAdmin):
     def _context(self, request) -> dict:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        try:
-            streams, consumers = monitoring.snapshot()
-            error = None
-        except NatsUnreachable as exc:
-            streams, consumers, error = [], [], str(exc)
-        open_dead_letters = selectors.dead_letters_open_by_consumer()
-        rates = selectors.processing_rates()
-        rows = [
-            {
-                "state": consumer,
-                "dead_letters": open_dead_letters.get(consumer.name, 0),
-                "rate": rates.get(consumer.name, 0.0),
-                "dead_letters_url": reverse("admin:eventbus_deadletter_changelist")
-                + f"?consumer__exact={consumer.name}",
-            }
-            for consumer in consumers
-        ]
+        now = health()
+        changelist = reverse("admin:eventbus_deadletter_changelist")
         return {
-            "streams": streams,
-            "consumers": rows,
-            "nats_error": error,
+            "health": now,
+            "consumers": [(c, f"{changelist}?consumer__exact={c.name}") for c in now.consumers],
             "can_pause": self.has_pause_permission(request),
-            "open_dead_letters": open_dead_letters,
-            "rates": rates,
         }
 
     def health_view(self, request):

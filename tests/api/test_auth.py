@@ -12,7 +12,12 @@ from .support import assert_error
 pytestmark = pytest.mark.django_db
 
 PUBLIC = {"/api/auth/token/", "/api/schema/", "/api/docs/"}
-PLACEHOLDERS = {"{order_id}": "6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b", "{sku}": "KB-001", "{dead_letter_id}": "1"}
+PLACEHOLDERS = {
+    "{order_id}": "6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b",
+    "{sku}": "KB-001",
+    "{dead_letter_id}": "1",
+    "{name}": "payments",
+}
 
 
 def operations() -> list[tuple[str, str, list]]:
@@ -33,7 +38,7 @@ def test_the_api_documents_the_endpoints_it_has():
         "/api/orders/", "/api/orders/6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b/",
         "/api/orders/6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b/cancel/", "/api/products/", "/api/products/KB-001/",
         "/api/dead-letters/", "/api/dead-letters/1/", "/api/dead-letters/1/reprocess/", "/api/dead-letters/1/discard/",
-        "/api/auth/token/",
+        "/api/consumers/", "/api/consumers/payments/pause/", "/api/consumers/payments/resume/", "/api/auth/token/",
     } == paths  # fmt: skip
 
 

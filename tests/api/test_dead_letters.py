@@ -95,9 +95,11 @@ def test_an_operator_reprocesses_a_dead_letter_to_its_consumer(operator, dead_le
         ("failed", None),
         ("reprocess_requested", "olga"),
     ]
-    redelivery = OutboxEvent.objects.get()
+    redelivery = OutboxEvent.objects.get(subject__startswith="redeliver.")
     assert redelivery.subject == "redeliver.ORDERS.payments"
     assert redelivery.body == dead_letter.data
+    audit = OutboxEvent.objects.get(subject="operator.dead_letter_reprocess_requested.v1")
+    assert '"actor":"olga"' in audit.body.replace(" ", ""), "the audit log learns who did it"
 
 
 @pytest.mark.parametrize("state", ["resolved", "discarded"])
@@ -108,11 +110,12 @@ def test_reprocessing_a_closed_dead_letter_is_a_409(operator, dead_letters, stat
         resolve(dead_letter)
     else:
         api.post(f"/api/dead-letters/{dead_letter.id}/discard/", {"reason": "noise"}, format="json")
+    before = OutboxEvent.objects.count()
 
     response = api.post(f"/api/dead-letters/{dead_letter.id}/reprocess/")
 
     assert_error(response, 409, "dead_letter_state_conflict")
-    assert not OutboxEvent.objects.exists()
+    assert OutboxEvent.objects.count() == before, "nothing redelivered, nothing recorded"
 
 
 def test_discarding_needs_a_reason_and_is_recorded(operator, dead_letters):

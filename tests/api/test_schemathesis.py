@@ -9,9 +9,12 @@ under pytest 9.2, whose nodes no longer have the ``_nodeid`` it rewrites.)
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -41,15 +44,17 @@ CHECKS = [
 
 
 @pytest.fixture
-def seeded(transactional_db) -> tuple[str, dict[str, str]]:
-    """A superuser's token (every endpoint answers it), and ids that exist: a catalogue, an order
-    and dead letters, so that generated requests reach past the 404s."""
+def seeded(bus) -> tuple[str, dict[str, str]]:
+    """A superuser's token (every endpoint answers it), and ids that exist: a catalogue, an order,
+    dead letters and a real nats-server with every consumer, so that generated requests reach
+    past the 404s and 503s."""
+    call_command("nats_setup", stdout=io.StringIO())
     for sku, name, price, stock in DEMO_PRODUCTS:
         product_ensure(sku=sku, name=name, price=price, stock_on_hand=stock)
     user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
     order = order_place(customer_id=str(user.pk), lines=[("KB-001", 1)])
     dead_letter, _ = record_dead_letter(1), record_dead_letter(2)
-    known = {"order_id": str(order.id), "sku": "KB-001", "dead_letter_id": str(dead_letter.id)}
+    known = {"order_id": str(order.id), "sku": "KB-001", "dead_letter_id": str(dead_letter.id), "name": "testing"}
     return auth_token_issue(user=user).key, known
 
 
@@ -58,7 +63,7 @@ def test_the_api_answers_as_its_schema_says(live_server, seeded):
     token, known = seeded
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/?format=json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == 14
     runs = []
     for operation in operations:
         runs += [(operation, GenerationMode.POSITIVE, None), (operation, GenerationMode.NEGATIVE, None)]

@@ -53,13 +53,14 @@ def test_the_page_shows_every_stream_and_consumer_with_live_figures(client, oper
 
     page = response.content.decode()
     assert response.status_code == 200
-    streams = {s.name: s for s in response.context["streams"]}
+    health = response.context["health"]
+    streams = {s.name: s for s in health.streams}
     assert {"TESTING", "DLQ", "OPERATOR", "ORDERS", "PAYMENTS", "INVENTORY"} <= set(streams)
     assert streams["TESTING"].messages == 3 and streams["TESTING"].last_seq == 3
-    consumers = {row["state"].name: row for row in response.context["consumers"]}
-    assert consumers["testing"]["state"].pending == 3, "the three messages wait for the testing consumer"
-    assert consumers["testing"]["dead_letters"] == 2
-    assert consumers["testing"]["state"].paused is False
+    consumers = {row.name: row for row in health.consumers}
+    assert consumers["testing"].state.pending == 3, "the three messages wait for the testing consumer"
+    assert consumers["testing"].dead_letters_waiting == 2
+    assert consumers["testing"].state.paused is False
     assert 'id="consumer-testing"' in page and 'id="stream-TESTING"' in page
     assert 'id="pause-testing"' in page
     assert LIVE in page, "the page refreshes itself from the live fragment"

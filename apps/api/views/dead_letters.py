@@ -11,19 +11,19 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.eventbus.selectors import dead_letter_get, dead_letter_list
 from apps.eventbus.services import dead_letter_discard, dead_letter_reprocess
 
 from ..idempotency import idempotent
 from ..pagination import DeadLetterCursorPagination
 from ..permissions import has_perm
 from ..schema import IDEMPOTENCY_KEY, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
-from ..selectors import dead_letter_get, dead_letter_list
 from ..serializers import (
     DeadLetterDetailSerializer,
     DeadLetterDiscardSerializer,
     DeadLetterFilterSerializer,
     DeadLetterSerializer,
-    StrictSerializer,
+    NoBodySerializer,
 )
 
 DEAD_LETTER_ID = OpenApiParameter("dead_letter_id", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -60,10 +60,6 @@ def _dead_letter(dead_letter_id: str):
     if dead_letter is None:
         raise NotFound()
     return dead_letter
-
-
-class NoBodySerializer(StrictSerializer):
-    """An action that takes no fields."""
 
 
 class DeadLetterListApi(GenericAPIView):
