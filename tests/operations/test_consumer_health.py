@@ -7,12 +7,16 @@ import io
 import json
 import socket
 import time
+from dataclasses import replace
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
+from apps.eventbus.registry import registry
+from apps.eventbus.services import consumer_pause
+from apps.eventbus.setup import ensure_consumer
 from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened
 
@@ -143,3 +147,16 @@ def test_when_nats_is_unreachable_the_page_says_so(client, operator, settings, d
     refused = client.post(pause_url("testing"), follow=True)
     assert any("NATS is unreachable, nothing changed" in str(m) for m in refused.context["messages"])
     assert not OutboxEvent.objects.exists()
+
+
+def test_a_pause_outlives_a_change_of_the_consumers_configuration(operator, declared):
+    """A deploy that changes a consumer's settings (``runconsumer`` updates its durable on start)
+    must not silently resume a consumer an operator paused (the server keeps the pause)."""
+    consumer_pause(name="testing", actor=operator)
+    changed = replace(registry.consumer("testing"), ack_wait=7)
+
+    report = declared.call(lambda js: ensure_consumer(js, changed, "TESTING", ["testing.happened.v1"]))
+
+    assert report.startswith("updated")
+    info = declared.consumer_info("TESTING", "testing")
+    assert info.config.ack_wait == 7 and info.paused is True
