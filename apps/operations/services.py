@@ -12,8 +12,10 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from apps.eventbus.models import DeadLetter
-from apps.eventbus.services import REPROCESSABLE, DeadLetterStateError, dead_letter_reprocess
+from apps.eventbus.outbox import outbox_write
+from apps.eventbus.services import REPROCESSABLE, DeadLetterStateError, actor_fields, dead_letter_reprocess
 
+from .events import BulkReprocessCancelled, BulkReprocessCompleted, BulkReprocessStarted
 from .models import BulkReprocess, BulkReprocessItem
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,12 @@ def bulk_reprocess_start(
                 BulkReprocessItem.objects.bulk_create(
                     [BulkReprocessItem(run=run, dead_letter_id=pk) for pk in ids], batch_size=5000
                 )
+                outbox_write(
+                    BulkReprocessStarted(
+                        run_id=run.pk, consumer=consumer, total=run.total, rate=rate, description=run.description,
+                        **actor_fields(actor),
+                    )
+                )  # fmt: skip
                 runs.append(run)
             transaction.on_commit(lambda: _enqueue(runs))
     except IntegrityError as exc:
@@ -81,13 +89,21 @@ def _enqueue(runs: list[BulkReprocess]) -> None:
             logger.exception("bulk reprocess #%s: could not queue its task; it will be resumed", run.pk)
 
 
+@transaction.atomic
 def bulk_reprocess_cancel(*, run: BulkReprocess, actor) -> bool:
     """Stop an active run after the item in hand. False if it had already finished."""
-    return bool(
-        BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
-            status=BulkReprocess.Status.CANCELLED, cancelled_by=actor, finished_at=timezone.now()
-        )
+    cancelled = BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
+        status=BulkReprocess.Status.CANCELLED, cancelled_by=actor, finished_at=timezone.now()
     )
+    if cancelled:
+        run = BulkReprocess.objects.get(pk=run.pk)
+        outbox_write(
+            BulkReprocessCancelled(
+                run_id=run.pk, consumer=run.consumer, total=run.total, reprocessed=run.reprocessed,
+                skipped=run.skipped, **actor_fields(actor),
+            )
+        )  # fmt: skip
+    return bool(cancelled)
 
 
 def bulk_reprocess_run(
@@ -125,15 +141,29 @@ def _run(run_id: int, sleep, clock) -> str:
                 return "cancelled"
         item = todo.values_list("pk", flat=True).first()
         if item is None:
-            BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
-                status=BulkReprocess.Status.COMPLETED, finished_at=timezone.now(), heartbeat_at=timezone.now()
-            )
-            return "completed"
+            return _complete(run) or "cancelled"
         wait = next_at - clock()
         if wait > 0:
             sleep(wait)
         next_at = max(next_at, clock()) + interval
         _reprocess_item(run, item)
+
+
+@transaction.atomic
+def _complete(run: BulkReprocess) -> str | None:
+    """Mark the run completed (None if it was cancelled meanwhile) and record the outcome."""
+    now = timezone.now()
+    if not BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
+        status=BulkReprocess.Status.COMPLETED, finished_at=now, heartbeat_at=now
+    ):
+        return None
+    run = BulkReprocess.objects.get(pk=run.pk)
+    outbox_write(
+        BulkReprocessCompleted(
+            run_id=run.pk, consumer=run.consumer, total=run.total, reprocessed=run.reprocessed, skipped=run.skipped
+        )
+    )
+    return "completed"
 
 
 @transaction.atomic

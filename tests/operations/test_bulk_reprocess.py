@@ -3,6 +3,8 @@ worker killed mid-run (a real Celery worker), with nothing reprocessed twice or 
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 from django.db import connection
@@ -67,6 +69,10 @@ def test_a_run_reprocesses_each_selected_dead_letter_once_at_its_rate(operator):
     events = OutboxEvent.objects.filter(subject="operator.dead_letter_reprocess_requested.v1")
     assert events.count() == 5 and all(f'"bulk_run_id":{run.pk}' in e.body.replace(" ", "") for e in events)
     assert all('"actor":"olivia"' in e.body.replace(" ", "") for e in events)
+    started = json.loads(OutboxEvent.objects.get(subject="operator.bulk_reprocess_started.v1").body)
+    assert (started["run_id"], started["total"], started["rate"], started["actor"]) == (run.pk, 5, 10, "olivia")
+    completed = json.loads(OutboxEvent.objects.get(subject="operator.bulk_reprocess_completed.v1").body)
+    assert (completed["reprocessed"], completed["skipped"], completed["actor"]) == (5, 0, "")
 
 
 @pytest.mark.django_db
@@ -140,6 +146,9 @@ def test_a_cancelled_run_stops_after_the_item_in_hand(operator):
     assert run.status == "cancelled" and run.cancelled_by == operator
     assert run.reprocessed == 2, "the first at once, the second after the wait in which it was cancelled"
     assert not bulk_reprocess_cancel(run=run, actor=operator), "already finished"
+    [cancelled] = OutboxEvent.objects.filter(subject="operator.bulk_reprocess_cancelled.v1")
+    assert json.loads(cancelled.body)["actor"] == "olivia"
+    assert not OutboxEvent.objects.filter(subject="operator.bulk_reprocess_completed.v1").exists()
 
 
 @pytest.mark.django_db
