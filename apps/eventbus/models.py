@@ -53,7 +53,7 @@ class DeadLetter(models.Model):
         PENDING = "pending"
         REPROCESSING = "reprocessing"
         RESOLVED = "resolved"
-        FAILED_AGAIN = "failed_again", "failed again"
+        FAILED_AGAIN = "failed_again", "Failed again"
         DISCARDED = "discarded"
 
     consumer = models.CharField(max_length=100)
@@ -105,7 +105,7 @@ class DeadLetterEvent(models.Model):
     class Kind(models.TextChoices):
         FAILED = "failed"
         EDITED = "edited"
-        REPROCESS_REQUESTED = "reprocess_requested", "reprocess requested"
+        REPROCESS_REQUESTED = "reprocess_requested", "Reprocess requested"
         RESOLVED = "resolved"
         DISCARDED = "discarded"
 

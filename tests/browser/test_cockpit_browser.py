@@ -87,7 +87,7 @@ def test_an_operator_reprocesses_a_real_dead_letter_and_sees_it_resolved(cockpit
         page.reload()  # a page rendered after the change, whole: "Resolved" is final
         expect(status).to_have_text("Resolved")
 
-        expect(history.locator("tr", has_text="reprocess requested")).to_contain_text(operator.username)
+        expect(history.locator("tr", has_text="Reprocess requested")).to_contain_text(operator.username)
         expect(history.locator("tr", has_text="resolved")).to_contain_text("platform")
         expect(page.locator("#cockpit-reprocess")).to_have_count(0)  # nothing left to reprocess
         cockpit.assert_no_problems()
