@@ -40,8 +40,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class CappedCountPaginator(Paginator):
     """Counts at most ``cap`` rows (a COUNT over a LIMITed subquery), so a changelist of a table
     of millions costs what its page costs instead of a scan of the table. Past the cap the pages
-    end there (filter or search to go further) and the changelist says "more than" (the model's
-    ``pagination.html`` includes ``admin/pagination_capped.html``)."""
+    end there (filter or search to go further) and the changelist says "more than"
+    (``templates/admin/pagination.html``)."""
 
     cap = 10_000
 
@@ -56,6 +56,16 @@ class CappedCountPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self._counted > self.cap
+
+
+class LargeTableAdmin(ReadOnlyAdmin):
+    """A read-only changelist over a table that grows without bound (100k rows and more): no
+    full count, no count per filter choice (each would scan the table), and a count that stops
+    at a cap (``admin/pagination.html`` says "more than" past it)."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
 
 
 def admin_link(obj, text=None) -> str:

@@ -101,3 +101,21 @@ def stop_celery_worker(worker: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+def password_of(username: str) -> str:
+    return f"pw-{username}"
+
+
+def make_user(username: str, *groups: str, **extra):
+    """A user whose password is ``password_of(username)``, in ``groups`` (the operators and
+    auditors groups make it staff, as the admin requires); ``extra`` sets other fields."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    if groups:
+        extra.setdefault("is_staff", True)
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", password_of(username), **extra)
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    return user

@@ -27,9 +27,3 @@ class EndpointNotFound(APIException):
     status_code = status.HTTP_404_NOT_FOUND
     default_code = "not_found"
     default_detail = "No such endpoint."
-
-
-class NatsUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "nats_unavailable"
-    default_detail = "NATS did not answer; consumer figures and controls are unavailable. Retry shortly."

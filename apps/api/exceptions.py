@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from apps.eventbus.monitoring import NatsUnreachable
 from apps.eventbus.services import DeadLetterStateError
 from apps.orders.errors import OrderError
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 # Domain errors that carry no status or code of their own: (status, code).
 MAPPED_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DeadLetterStateError: (409, "dead_letter_state_conflict"),
+    NatsUnreachable: (503, "nats_unavailable"),
 }
 
 

@@ -7,7 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from .errors import IdempotencyKeyReused, InvalidIdempotencyKey, NatsUnavailable
+from .errors import IdempotencyKeyReused, InvalidIdempotencyKey
 from .exceptions import error_body
 
 
@@ -57,7 +57,7 @@ EXAMPLES: dict[int, list[tuple[str, str, dict]]] = {
     415: [("unsupported_media_type", 'Unsupported media type "text/plain" in request.', {})],
     422: [(IdempotencyKeyReused.default_code, str(IdempotencyKeyReused.default_detail), {})],
     429: [("throttled", "Request was throttled. Expected available in 17 seconds.", {})],
-    503: [(NatsUnavailable.default_code, str(NatsUnavailable.default_detail), {})],
+    503: [("nats_unavailable", "no answer from nats://nats-1:4222 within 4s", {})],
 }
 
 READ_ERRORS = (401, 429)

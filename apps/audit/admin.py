@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from apps.eventbus.contracts import all_contracts
 from apps.eventbus.registry import registry
-from orders_platform.admin_base import CappedCountPaginator, ReadOnlyAdmin, order_link, pretty_json
+from orders_platform.admin_base import LargeTableAdmin, order_link, pretty_json
 
 from .models import AuditEntry
 
@@ -34,7 +34,7 @@ class SubjectFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
+class AuditEntryAdmin(LargeTableAdmin):
     """Append-only (the database refuses UPDATE and DELETE): nobody adds, changes or deletes here."""
 
     list_display = ["id", "subject", "correlation", "stream", "stream_sequence", "received_at"]
@@ -42,9 +42,6 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     search_fields = ["correlation_id__exact", "message_id__exact"]  # both indexed
     search_help_text = "A correlation id (an order id) or a message id (exact)."
     ordering = ["-id"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fieldsets = [
         (None, {"fields": ["id", "subject", "message_id", "correlation", "stream", "stream_sequence", "received_at"]}),
         ("Message", {"fields": ["pretty_body", "pretty_headers"]}),

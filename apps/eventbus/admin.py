@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.contrib import admin
 from django.utils import timezone
 
-from orders_platform.admin_base import CappedCountPaginator, ReadOnlyAdmin, order_link, pretty_json
+from orders_platform.admin_base import LargeTableAdmin, order_link, pretty_json
 
 from .contracts import all_contracts
 from .models import OutboxEvent, ProcessedMessage
@@ -81,7 +81,7 @@ class SubjectFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ReadOnlyAdmin):
+class OutboxEventAdmin(LargeTableAdmin):
     list_display = ["id", "subject", "aggregate", "message_id", "created_at", "sent_at", "stream_sequence"]
     list_filter = [SentFilter, SubjectFilter]
     # message_id has its unique index; aggregate_id is indexed for unsent rows only (the relay's
@@ -89,9 +89,6 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     search_fields = ["message_id__exact", "aggregate_id__exact"]
     search_help_text = "A message id or an aggregate (order) id (exact)."
     ordering = ["-id"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fieldsets = [
         (None, {"fields": ["id", "message_id", "subject", "aggregate", "created_at", "sent_at", "stream_sequence"]}),
         ("Message", {"fields": ["pretty_body", "pretty_headers"]}),
@@ -129,7 +126,7 @@ class ConsumerFilter(admin.SimpleListFilter):
 
 
 @admin.register(ProcessedMessage)
-class ProcessedMessageAdmin(ReadOnlyAdmin):
+class ProcessedMessageAdmin(LargeTableAdmin):
     list_display = ["id", "consumer", "message_id", "subject", "processed_at"]
     list_filter = [ConsumerFilter]
     # The unique index (consumer, message_id) serves it: a skip scan over the few consumers
@@ -137,8 +134,5 @@ class ProcessedMessageAdmin(ReadOnlyAdmin):
     search_fields = ["message_id__exact"]
     search_help_text = "A message id (exact)."
     ordering = ["-processed_at"]  # ledger_processed_at_idx
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fields = ["id", "consumer", "message_id", "subject", "processed_at"]
     readonly_fields = fields

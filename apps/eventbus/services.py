@@ -26,6 +26,7 @@ from .models import DeadLetter, DeadLetterEvent
 from .outbox import outbox_write, outbox_write_raw
 from .registry import REDELIVER_PREFIX
 
+# Open dead letters: the ones an operator may still reprocess, edit or discard.
 REPROCESSABLE = (DeadLetter.Status.PENDING, DeadLetter.Status.REPROCESSING, DeadLetter.Status.FAILED_AGAIN)
 
 
@@ -166,24 +167,18 @@ def dead_letter_reprocess(*, dead_letter: DeadLetter, actor, bulk_run_id: int | 
     return dead_letter
 
 
-def dead_letter_check_edit(*, dead_letter: DeadLetter, data: str) -> str:
-    """``data`` as it would be delivered, if it satisfies the contract of the dead letter's
-    subject; raises :class:`DeadLetterEditError` with the contract's complaint otherwise."""
+@transaction.atomic
+def dead_letter_edit_and_reprocess(*, dead_letter: DeadLetter, actor, data: str) -> DeadLetter:
+    """Replace the payload to deliver with ``data`` and reprocess. The original body stays in
+    ``data``; every edit is in the history. Raises :class:`DeadLetterEditError` with the
+    contract's complaint when ``data`` does not satisfy the subject's contract."""
+    dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+    if dead_letter.status not in REPROCESSABLE:
+        raise DeadLetterStateError(f"dead letter {dead_letter.pk} is {dead_letter.status}; nothing to reprocess")
     try:
         decode(dead_letter.subject, data.encode())
     except (ContractError, ValidationError, ValueError) as exc:
         raise DeadLetterEditError(str(exc)) from None
-    return data
-
-
-@transaction.atomic
-def dead_letter_edit_and_reprocess(*, dead_letter: DeadLetter, actor, data: str) -> DeadLetter:
-    """Replace the payload to deliver with ``data`` (validated against the subject's contract)
-    and reprocess. The original body stays in ``data``; every edit is in the history."""
-    dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-    if dead_letter.status not in REPROCESSABLE:
-        raise DeadLetterStateError(f"dead letter {dead_letter.pk} is {dead_letter.status}; nothing to reprocess")
-    data = dead_letter_check_edit(dead_letter=dead_letter, data=data)
     dead_letter.edited_data = data
     dead_letter.save(update_fields=["edited_data"])
     DeadLetterEvent.objects.create(dead_letter=dead_letter, kind=DeadLetterEvent.Kind.EDITED, actor=actor, note=data)
@@ -200,7 +195,7 @@ def dead_letter_discard(*, dead_letter: DeadLetter, actor, reason: str, bulk_run
     if not reason.strip():
         raise ValueError("a reason is required to discard a dead letter")
     dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-    if dead_letter.status in (DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED):
+    if dead_letter.status not in REPROCESSABLE:
         raise DeadLetterStateError(f"dead letter {dead_letter.pk} is {dead_letter.status}; nothing to discard")
     _set_status(dead_letter, DeadLetter.Status.DISCARDED)
     DeadLetterEvent.objects.create(

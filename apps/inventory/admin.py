@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.db.models import F
 from django.utils.html import format_html
 
-from orders_platform.admin_base import CappedCountPaginator, ReadOnlyAdmin, admin_link, html_table, order_link
+from orders_platform.admin_base import LargeTableAdmin, ReadOnlyAdmin, admin_link, html_table, order_link
 
 from .models import Product, Reservation, StockDecision
 from .selectors import reservations_for_order
@@ -62,16 +62,13 @@ class ProductAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StockDecision)
-class StockDecisionAdmin(ReadOnlyAdmin):
+class StockDecisionAdmin(LargeTableAdmin):
     list_display = ["order_id", "order", "outcome", "decided_at", "updated_at"]
     # No date_hierarchy: it would aggregate decided_at, which has no index, over every row.
     list_filter = ["outcome", "decided_at"]
     search_fields = ["order_id__exact"]
     search_help_text = "An order id (exact)."
     ordering = ["-order_id"]  # the primary key
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fields = ["order_id", "order", "outcome", "decided_at", "updated_at", "reservations"]
     readonly_fields = fields
 
@@ -111,16 +108,13 @@ class ReservationState(admin.SimpleListFilter):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(ReadOnlyAdmin):
+class ReservationAdmin(LargeTableAdmin):
     list_display = ["id", "order", "product_link", "quantity", "created_at", "released_at"]
     list_filter = [ReservationState, "created_at"]
     search_fields = ["order_id__exact", "product__sku__exact"]
     search_help_text = "An order id or a SKU (exact)."
     list_select_related = ["product"]
     ordering = ["-id"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fields = ["id", "order", "product_link", "quantity", "created_at", "released_at"]
     readonly_fields = fields
 

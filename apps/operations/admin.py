@@ -5,7 +5,6 @@ audit log."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 
 from django import forms
@@ -33,8 +32,15 @@ from apps.eventbus.services import (
     dead_letter_edit_and_reprocess,
     dead_letter_reprocess,
 )
-from apps.orders.models import Order
-from orders_platform.admin_base import CappedCountPaginator, html_table, indented_json, order_link, pretty_json
+from apps.orders.selectors import order_exists
+from orders_platform.admin_base import (
+    LargeTableAdmin,
+    ReadOnlyAdmin,
+    html_table,
+    indented_json,
+    order_link,
+    pretty_json,
+)
 
 from .models import BulkReprocess, Consumer
 from .selectors import health
@@ -71,12 +77,6 @@ class DiscardForm(forms.Form):
         help_text="Required: why this message will not be processed. Kept in its history and the audit log.",
     )
 
-    def clean_reason(self):
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError("A reason is required.")
-        return reason
-
 
 class BulkReprocessForm(forms.Form):
     def __init__(self, *args, max_rate: float, **kwargs):
@@ -87,28 +87,17 @@ class BulkReprocessForm(forms.Form):
 
 
 class EditForm(forms.Form):
+    """The payload only; the service checks it against the event's contract."""
+
     data = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}),
         label="Payload",
         help_text="The message body to deliver instead of the original (JSON). It must satisfy the event's contract.",
     )
 
-    def __init__(self, *args, dead_letter: DeadLetter, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.dead_letter = dead_letter
-
-    def clean_data(self):
-        from apps.eventbus.services import dead_letter_check_edit
-
-        data = self.cleaned_data["data"]
-        try:
-            return dead_letter_check_edit(dead_letter=self.dead_letter, data=data)
-        except DeadLetterEditError as exc:
-            raise forms.ValidationError(f"Does not satisfy {self.dead_letter.subject}: {exc}") from None
-
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(LargeTableAdmin):
     list_display = [
         "id", "consumer", "subject", "error_type", "short_error", "attempts", "first_failed_at", "last_failed_at",
         "status_badge", "order",
@@ -119,9 +108,6 @@ class DeadLetterAdmin(admin.ModelAdmin):
     search_help_text = "An order id (the correlation id) or a message id, exactly."
     date_hierarchy = "last_failed_at"
     list_per_page = 50
-    show_full_result_count = False  # counting 100k rows for every page is wasted work
-    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan the table too
-    paginator = CappedCountPaginator
     actions = ["reprocess_selected", "discard_selected"]
     fieldsets = [
         ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback_text", "attempts",
@@ -137,16 +123,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "edited_payload", "original_headers", "history_table", "timeline",
     ]  # fmt: skip
 
-    # -- permissions: read-only model admin, plus the two operator actions ------------
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # -- permissions: read-only (ReadOnlyAdmin), plus the two operator actions ---------
 
     def has_reprocess_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("eventbus.reprocess_deadletter")
@@ -188,7 +165,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.display(description="order and timeline")
     def order_and_timeline(self, obj: DeadLetter):
-        if not obj.correlation_id or not Order.objects.filter(pk=_uuid_or_none(obj.correlation_id)).exists():
+        if not order_exists(order_id=obj.correlation_id):
             return "no order with this correlation id"
         entries = reverse("admin:audit_auditentry_changelist") + f"?q={obj.correlation_id}"
         return format_html(
@@ -317,21 +294,24 @@ class DeadLetterAdmin(admin.ModelAdmin):
             self.message_user(request, f"Dead letter {pk} is {dead_letter.status}; nothing to edit.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
         initial = {"data": as_text(dead_letter.edited_data or dead_letter.data)}
-        form = EditForm(request.POST or None, initial=initial, dead_letter=dead_letter)
+        form = EditForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 dead_letter_edit_and_reprocess(
                     dead_letter=dead_letter, actor=request.user, data=form.cleaned_data["data"]
                 )
-            except (DeadLetterStateError, DeadLetterEditError) as exc:
+            except DeadLetterEditError as exc:  # the form again, with the contract's complaint
+                form.add_error("data", f"Does not satisfy {dead_letter.subject}: {exc}")
+            except DeadLetterStateError as exc:
                 self.message_user(request, f"Not reprocessed: {exc}.", messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
             else:
                 self.message_user(
                     request,
                     f"Dead letter {pk} edited and on its way back to {dead_letter.consumer}; the original is kept.",
                     messages.SUCCESS,
                 )
-            return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
+                return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
         return self._page(
             request,
             "admin/eventbus/deadletter/edit.html",
@@ -397,7 +377,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def discard_selected(self, request, queryset: QuerySet[DeadLetter]):
         form = DiscardForm(request.POST if "confirm" in request.POST else None)
         if "confirm" in request.POST and form.is_valid():
-            targets = queryset.exclude(status__in=[DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED])
+            targets = queryset.filter(status__in=REPROCESSABLE)  # still open: resolved and discarded are not
             count = targets.count()
             if count > MAX_BULK_DISCARD:
                 self.message_user(
@@ -417,11 +397,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     def _confirm(self, request, queryset, action: str, form):
         by_status = Counter(queryset.values_list("status", flat=True).order_by())
-        applicable = (
-            queryset.filter(status__in=REPROCESSABLE)
-            if action == "reprocess"
-            else queryset.exclude(status__in=[DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED])
-        )
+        applicable = queryset.filter(status__in=REPROCESSABLE)  # open ones: both actions apply to them only
         by_consumer = Counter(applicable.values_list("consumer", flat=True).order_by())
         return TemplateResponse(
             request,
@@ -455,27 +431,14 @@ def _describe_selection(request) -> str:
 
 
 @admin.register(BulkReprocess)
-class BulkReprocessAdmin(admin.ModelAdmin):
+class BulkReprocessAdmin(ReadOnlyAdmin):
     list_display = ["id", "consumer", "status", "progress_bar", "reprocessed", "skipped", "total", "rate",
                     "created_by", "created_at", "finished_at"]  # fmt: skip
     list_filter = ["status", "consumer"]
     readonly_fields = ["consumer", "status", "progress_bar", "total", "reprocessed", "skipped", "rate", "description",
-                       "created_by", "created_at", "started_at", "heartbeat_at", "finished_at", "cancelled_by",
+                       "created_by", "created_at", "started_at", "finished_at", "cancelled_by",
                        "items_table"]  # fmt: skip
     fields = readonly_fields
-    actions = None
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm("eventbus.view_deadletter") or super().has_view_permission(request, obj)
 
     @admin.display(description="progress")
     def progress_bar(self, run: BulkReprocess):
@@ -539,19 +502,10 @@ class BulkReprocessAdmin(admin.ModelAdmin):
 
 
 @admin.register(Consumer)
-class ConsumerHealthAdmin(admin.ModelAdmin):
+class ConsumerHealthAdmin(ReadOnlyAdmin):
     """Not a model list: the live state of every stream and consumer, refreshed in place."""
 
     REFRESH_SECONDS = 3
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_pause_permission(self, request) -> bool:
         return request.user.has_perm("operations.pause_consumer")
@@ -613,10 +567,3 @@ class ConsumerHealthAdmin(admin.ModelAdmin):
 
     def resume_view(self, request, name: str):
         return self._act(request, name, consumer_resume, "resumed")
-
-
-def _uuid_or_none(value: str):
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

@@ -22,13 +22,16 @@ class BulkReprocessStarted(BulkReprocessEvent):
     description: str = ""
 
 
-class BulkReprocessCancelled(BulkReprocessEvent):
+class BulkReprocessEnded(BulkReprocessEvent):
+    """How far the run got."""
+
+    reprocessed: int
+    skipped: int
+
+
+class BulkReprocessCancelled(BulkReprocessEnded):
     subject = "operator.bulk_reprocess_cancelled.v1"
-    reprocessed: int
-    skipped: int
 
 
-class BulkReprocessCompleted(BulkReprocessEvent):
+class BulkReprocessCompleted(BulkReprocessEnded):
     subject = "operator.bulk_reprocess_completed.v1"
-    reprocessed: int
-    skipped: int

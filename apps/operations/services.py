@@ -8,14 +8,15 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.eventbus.models import DeadLetter
 from apps.eventbus.outbox import outbox_write
 from apps.eventbus.services import REPROCESSABLE, DeadLetterStateError, actor_fields, dead_letter_reprocess
 
-from .events import BulkReprocessCancelled, BulkReprocessCompleted, BulkReprocessStarted
+from .events import BulkReprocessCancelled, BulkReprocessCompleted, BulkReprocessEnded, BulkReprocessStarted
 from .models import BulkReprocess, BulkReprocessItem
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def bulk_reprocess_start(
                     )
                 )  # fmt: skip
                 runs.append(run)
-            transaction.on_commit(lambda: _enqueue(runs))
+            transaction.on_commit(lambda: _enqueue([run.pk for run in runs]))
     except IntegrityError as exc:
         busy = sorted(
             BulkReprocess.objects.filter(consumer__in=per_consumer, status__in=BulkReprocess.ACTIVE).values_list(
@@ -79,14 +80,14 @@ def bulk_reprocess_start(
     return runs
 
 
-def _enqueue(runs: list[BulkReprocess]) -> None:
+def _enqueue(run_ids: list[int]) -> None:
     from .tasks import run_bulk_reprocess
 
-    for run in runs:
+    for run_id in run_ids:
         try:
-            run_bulk_reprocess.delay(run.pk)
+            run_bulk_reprocess.delay(run_id)
         except Exception:  # the broker is down: the periodic resume task queues it later
-            logger.exception("bulk reprocess #%s: could not queue its task; it will be resumed", run.pk)
+            logger.exception("bulk reprocess #%s: could not queue its task; it will be resumed", run_id)
 
 
 @transaction.atomic
@@ -96,14 +97,18 @@ def bulk_reprocess_cancel(*, run: BulkReprocess, actor) -> bool:
         status=BulkReprocess.Status.CANCELLED, cancelled_by=actor, finished_at=timezone.now()
     )
     if cancelled:
-        run = BulkReprocess.objects.get(pk=run.pk)
-        outbox_write(
-            BulkReprocessCancelled(
-                run_id=run.pk, consumer=run.consumer, total=run.total, reprocessed=run.reprocessed,
-                skipped=run.skipped, **actor_fields(actor),
-            )
-        )  # fmt: skip
+        _record_end(BulkReprocessCancelled, run.pk, actor)
     return bool(cancelled)
+
+
+def _record_end(event: type[BulkReprocessEnded], run_id: int, actor) -> None:
+    run = BulkReprocess.objects.get(pk=run_id)
+    outbox_write(
+        event(
+            run_id=run.pk, consumer=run.consumer, total=run.total, reprocessed=run.reprocessed, skipped=run.skipped,
+            **actor_fields(actor),
+        )
+    )  # fmt: skip
 
 
 def bulk_reprocess_run(
@@ -126,10 +131,9 @@ def _run(run_id: int, sleep, clock) -> str:
     run = BulkReprocess.objects.filter(pk=run_id).select_related("created_by").first()
     if run is None or run.status not in BulkReprocess.ACTIVE:
         return "not active"
-    BulkReprocess.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
-    BulkReprocess.objects.filter(pk=run.pk, status=BulkReprocess.Status.QUEUED).update(
-        status=BulkReprocess.Status.RUNNING, heartbeat_at=timezone.now()
-    )
+    BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
+        status=BulkReprocess.Status.RUNNING, started_at=Coalesce("started_at", Value(timezone.now()))
+    )  # a resumed run keeps its first start
     interval = 1.0 / run.rate
     next_at = clock()
     checked_at = clock()
@@ -154,15 +158,10 @@ def _complete(run: BulkReprocess) -> str | None:
     """Mark the run completed (None if it was cancelled meanwhile) and record the outcome."""
     now = timezone.now()
     if not BulkReprocess.objects.filter(pk=run.pk, status__in=BulkReprocess.ACTIVE).update(
-        status=BulkReprocess.Status.COMPLETED, finished_at=now, heartbeat_at=now
+        status=BulkReprocess.Status.COMPLETED, finished_at=now
     ):
         return None
-    run = BulkReprocess.objects.get(pk=run.pk)
-    outbox_write(
-        BulkReprocessCompleted(
-            run_id=run.pk, consumer=run.consumer, total=run.total, reprocessed=run.reprocessed, skipped=run.skipped
-        )
-    )
+    _record_end(BulkReprocessCompleted, run.pk, actor=None)
     return "completed"
 
 
@@ -181,11 +180,11 @@ def _reprocess_item(run: BulkReprocess, item_pk: int) -> None:
         item.outcome, counter = f"skipped: {item.dead_letter.status.replace('_', ' ')}", "skipped"
     item.done_at = timezone.now()
     item.save(update_fields=["done_at", "outcome"])
-    BulkReprocess.objects.filter(pk=run.pk).update(**{counter: F(counter) + 1}, heartbeat_at=item.done_at)
+    BulkReprocess.objects.filter(pk=run.pk).update(**{counter: F(counter) + 1})
 
 
 def bulk_reprocess_resume_all() -> list[int]:
     """Queue the task of every active run (a duplicate finds the run's lock held and returns)."""
     ids = list(BulkReprocess.objects.filter(status__in=BulkReprocess.ACTIVE).values_list("pk", flat=True))
-    _enqueue(list(BulkReprocess.objects.filter(pk__in=ids)))
+    _enqueue(ids)
     return ids

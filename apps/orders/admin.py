@@ -6,7 +6,7 @@ from django.db.models import Q
 from apps.audit.selectors import order_timeline
 from apps.inventory.selectors import reservations_for_order, stock_decision_for_order
 from apps.payments.selectors import payment_for_order
-from orders_platform.admin_base import CappedCountPaginator, ReadOnlyAdmin, admin_link, html_table, pretty_json
+from orders_platform.admin_base import LargeTableAdmin, admin_link, html_table, pretty_json
 
 from .models import Order, OrderLine
 
@@ -29,7 +29,7 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin):
+class OrderAdmin(LargeTableAdmin):
     """An order and what every other app did with it. Payment, stock and the timeline are not
     relations of Order (each app keys on the order id), so they are read-only tables."""
 
@@ -49,9 +49,6 @@ class OrderAdmin(ReadOnlyAdmin):
     search_fields = ["customer_id__exact"]
     search_help_text = "An order id or a customer id (exact)."
     ordering = ["-created_at"]  # the created_at index, newest first
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     inlines = [OrderLineInline]
     fieldsets = [
         (None, {"fields": [

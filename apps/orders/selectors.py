@@ -31,8 +31,20 @@ def order_list(
 def order_get(*, customer_id: str, order_id: str) -> Order | None:
     """The customer's order with its lines, or None: another customer's order is as absent as
     one that does not exist (the caller cannot tell them apart)."""
-    try:
-        pk = uuid.UUID(str(order_id))
-    except ValueError:
+    pk = _pk(order_id)
+    if pk is None:
         return None
     return Order.objects.filter(pk=pk, customer_id=customer_id).prefetch_related("lines").first()
+
+
+def order_exists(*, order_id: str) -> bool:
+    """Whether ``order_id`` (any text: a correlation id, say) is an order of this platform."""
+    pk = _pk(order_id)
+    return pk is not None and Order.objects.filter(pk=pk).exists()
+
+
+def _pk(order_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(order_id))
+    except ValueError:
+        return None

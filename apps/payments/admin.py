@@ -1,12 +1,12 @@
 from django.contrib import admin
 
-from orders_platform.admin_base import CappedCountPaginator, ReadOnlyAdmin, order_link
+from orders_platform.admin_base import LargeTableAdmin, order_link
 
 from .models import Payment
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(LargeTableAdmin):
     list_display = [
         "id", "order", "status", "amount", "currency", "gateway_charge_id", "gateway_refund_id", "updated_at",
     ]  # fmt: skip
@@ -16,9 +16,6 @@ class PaymentAdmin(ReadOnlyAdmin):
     search_fields = ["order_id__exact", "gateway_charge_id__exact", "gateway_refund_id__exact"]
     search_help_text = "An order id or a gateway charge or refund id (exact)."
     ordering = ["-id"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
     fields = [
         "id", "order", "status", "amount", "currency", "gateway_charge_id", "gateway_refund_id", "failure_reason",
         "created_at", "updated_at",

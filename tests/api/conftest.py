@@ -7,8 +7,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -19,6 +17,7 @@ from apps.eventbus.models import DeadLetter
 from apps.eventbus.services import dead_letter_mark_resolved, dead_letter_record
 from apps.inventory.services import product_ensure
 from apps.operations.roles import AUDITORS, OPERATORS
+from tests.support import make_user
 
 CATALOGUE = [("KB-001", "Keyboard", Decimal("89.90"), 100), ("MS-002", "Mouse", Decimal("34.50"), 200)]
 GENEROUS = {"anon": "10000/minute", "user": "10000/minute", "token": "10000/minute"}
@@ -30,13 +29,6 @@ def generous_throttles(settings):
     cache.clear()
     yield
     cache.clear()
-
-
-def make_user(username: str, *groups: str, **extra):
-    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-" + username, **extra)
-    for name in groups:
-        user.groups.add(Group.objects.get(name=name))
-    return user
 
 
 def client_for(user=None) -> APIClient:

@@ -6,7 +6,9 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from .conftest import client_for, make_user
+from tests.support import make_user
+
+from .conftest import client_for
 from .support import assert_error
 
 pytestmark = pytest.mark.django_db

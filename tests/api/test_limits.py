@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from .conftest import GENEROUS, client_for, make_user
+from tests.support import make_user
+
+from .conftest import GENEROUS, client_for
 from .support import assert_error, written
 
 pytestmark = pytest.mark.django_db

@@ -26,8 +26,7 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
 from apps.operations.roles import OPERATORS
-from tests.operations.conftest import PASSWORD, make_user
-from tests.support import ROOT
+from tests.support import ROOT, make_user, password_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -117,7 +116,7 @@ def declared(bus):
 @pytest.fixture
 def operator(transactional_db):
     """Olivia, in the operators group, with a password to type into the login form."""
-    return make_user("olivia", group=OPERATORS)
+    return make_user("olivia", OPERATORS)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -140,10 +139,10 @@ class Cockpit:
         response = self.page.goto(self.base_url + path)
         assert response is not None and response.ok, f"GET {path}: {response and response.status}"
 
-    def log_in(self, username: str, password: str = PASSWORD) -> None:
+    def log_in(self, username: str) -> None:
         self.open("/admin/login/")
         self.page.fill("#id_username", username)
-        self.page.fill("#id_password", password)
+        self.page.fill("#id_password", password_of(username))
         with self.page.expect_navigation():
             self.page.click("#login-form [type=submit]")
         assert self.page.url == f"{self.base_url}/admin/", f"not logged in: {self.page.url}"

@@ -7,38 +7,26 @@ import json
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from apps.eventbus.services import dead_letter_record
 from apps.inventory.services import product_ensure
 from apps.operations.roles import AUDITORS, OPERATORS
 from apps.orders.services import order_place
+from tests.support import make_user
 from tests.testapp.events import SomethingHappened
 
-PASSWORD = "cockpit-password-1"
 _sequence = itertools.count(1)
-
-
-def make_user(username: str, *, group: str | None = None, superuser: bool = False):
-    User = get_user_model()
-    if superuser:
-        return User.objects.create_superuser(username, f"{username}@example.com", PASSWORD)
-    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD, is_staff=True)
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 @pytest.fixture
 def operator(db):
-    return make_user("olivia", group=OPERATORS)
+    return make_user("olivia", OPERATORS)
 
 
 @pytest.fixture
 def auditor(db):
-    return make_user("arthur", group=AUDITORS)
+    return make_user("arthur", AUDITORS)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from rest_framework.views import APIView
 from apps.eventbus.monitoring import NatsUnreachable
 from apps.eventbus.registry import registry
 from apps.eventbus.services import consumer_pause, consumer_resume
-from apps.operations.selectors import health
+from apps.operations.selectors import Health, health
 
-from ..errors import NatsUnavailable
 from ..idempotency import idempotent
 from ..permissions import has_perm
 from ..schema import IDEMPOTENCY_KEY, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
@@ -48,13 +47,22 @@ STREAM_EXAMPLE = {
 }
 
 
-def _consumer(name: str):
+def _declared(name: str) -> str:
     if name not in registry.consumers:
         raise NotFound(f"No consumer named {name!r}.")
+    return name
+
+
+def _live() -> Health:
+    """The live figures; ``NatsUnreachable`` (a 503) when NATS does not answer."""
     now = health()
     if now.nats_error:
-        raise NatsUnavailable()
-    return next(c for c in now.consumers if c.name == name)
+        raise NatsUnreachable(now.nats_error)
+    return now
+
+
+def _consumer(name: str):
+    return next(c for c in _live().consumers if c.name == name)
 
 
 class ConsumerListApi(APIView):
@@ -75,9 +83,7 @@ class ConsumerListApi(APIView):
         ],
     )
     def get(self, request):
-        now = health()
-        if now.nats_error:
-            raise NatsUnavailable()
+        now = _live()
         return Response(HealthSerializer({"consumers": now.consumers, "streams": now.streams}).data)
 
 
@@ -106,12 +112,7 @@ class ConsumerPauseApi(APIView):
     def post(self, request, name: str):
         payload = ConsumerPauseSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        if name not in registry.consumers:
-            raise NotFound(f"No consumer named {name!r}.")
-        try:
-            consumer_pause(name=name, actor=request.user, until=payload.validated_data.get("until"))
-        except NatsUnreachable:
-            raise NatsUnavailable() from None
+        consumer_pause(name=_declared(name), actor=request.user, until=payload.validated_data.get("until"))
         return Response(ConsumerSerializer(_consumer(name)).data)
 
 
@@ -130,10 +131,5 @@ class ConsumerResumeApi(APIView):
     @idempotent
     def post(self, request, name: str):
         NoBodySerializer(data=request.data).is_valid(raise_exception=True)
-        if name not in registry.consumers:
-            raise NotFound(f"No consumer named {name!r}.")
-        try:
-            consumer_resume(name=name, actor=request.user)
-        except NatsUnreachable:
-            raise NatsUnavailable() from None
+        consumer_resume(name=_declared(name), actor=request.user)
         return Response(ConsumerSerializer(_consumer(name)).data)
