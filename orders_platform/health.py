@@ -17,10 +17,6 @@ from django.views.decorators.http import require_GET
 from apps.eventbus import monitoring
 
 
-class NatsUnavailable(Exception):
-    pass
-
-
 @never_cache
 @require_GET
 def healthz(request):
@@ -45,10 +41,8 @@ def check_database() -> None:
 
 
 def check_nats() -> None:
-    try:
-        monitoring.call(lambda js: js.account_info())
-    except monitoring.NatsUnreachable as exc:
-        raise NatsUnavailable(str(exc)) from None
+    """Raises ``NatsUnreachable`` with the reason."""
+    monitoring.call(lambda js: js.account_info())
 
 
 def _timed(check) -> dict:

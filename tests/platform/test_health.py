@@ -37,6 +37,10 @@ def test_readyz_is_503_with_the_reason_when_nats_is_down(client, nats_settings):
     assert body["checks"]["database"]["ok"] is True
     assert body["checks"]["nats"]["ok"] is False
     assert body["checks"]["nats"]["error"]
+    assert (
+        body["checks"]["nats"]["error"].startswith("NatsUnreachable: ")
+        and nats_settings.url.split("//")[1] in (body["checks"]["nats"]["error"])
+    ), "the reason names the server"
 
 
 def test_readyz_is_503_when_jetstream_is_paused(client, nats_settings, settings):
