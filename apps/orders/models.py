@@ -32,6 +32,8 @@ class Order(models.Model):
     cancel_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the saga first left PENDING (CONFIRMED or CANCELLED): placed -> decided is the saga's latency.
+    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from prometheus_client import Counter
+from django.utils import timezone
+from prometheus_client import Counter, Histogram
 
 from apps.eventbus.outbox import outbox_write
 from apps.inventory.selectors import product_prices
@@ -30,6 +31,12 @@ TRANSITIONS = {
 }
 UNKNOWN_ORDER_OUTCOMES = Counter(
     "orders_unknown_order_outcomes", "Outcomes for orders this platform did not create (acknowledged)", ["subject"]
+)
+SAGA_DURATION = Histogram(
+    "order_saga_duration_seconds",
+    "From an order placed to the saga's decision (CONFIRMED or CANCELLED), observed once the decision commits",
+    ["outcome"],
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.45, 0.6, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 
 
@@ -121,14 +128,22 @@ def _record(order_id: str, subject: str, causation_id: str, *, reason: str = "",
 def _transition(order: Order, status: str, *, reason: str = "", causation_id: str | None) -> None:
     if status not in TRANSITIONS[order.status]:
         raise InvalidTransition(f"order {order.id} is {order.status}; it cannot become {status}")
+    decided = order.status == Order.Status.PENDING
     order.status = status
+    fields = ["status", "updated_at"]
+    if decided:
+        order.decided_at = timezone.now()
+        fields.append("decided_at")
+        elapsed = (order.decided_at - order.created_at).total_seconds()
+        outcome = status.lower()
+        transaction.on_commit(lambda: SAGA_DURATION.labels(outcome).observe(elapsed))
     envelope = {"correlation_id": str(order.id), "causation_id": causation_id}
     if status == Order.Status.CANCELLED:
         order.cancel_reason = reason[:500]
-        order.save(update_fields=["status", "cancel_reason", "updated_at"])
+        order.save(update_fields=[*fields, "cancel_reason"])
         outbox_write(OrderCancelled(order_id=str(order.id), reason=order.cancel_reason, **envelope))
     else:
-        order.save(update_fields=["status", "updated_at"])
+        order.save(update_fields=fields)
         outbox_write(
             OrderConfirmed(
                 order_id=str(order.id),
