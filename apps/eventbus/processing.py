@@ -10,6 +10,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 from opentelemetry import trace
@@ -20,7 +21,7 @@ from .contracts import ContractError
 from .delivery import Delivery, Outcome
 from .errors import DependencyDown, PermanentError, RetryableError
 from .models import ProcessedMessage
-from .registry import ConsumerSpec, is_batch_handler
+from .registry import ConsumerSpec, is_batch_handler, preparer_of
 from .services import dead_letter_mark_resolved
 from .tracing import context_from, tracer
 
@@ -60,12 +61,69 @@ def classify(exc: BaseException) -> Outcome:
     return Outcome("retry", exc, traceback=text)  # unknown: may heal; dead-lettered after max_deliver
 
 
+@dataclass
+class Prepared:
+    """What the prepare steps of a batch's handlers returned, made outside its transaction."""
+
+    results: dict[Callable, dict[int, object]] = field(default_factory=dict)  # handler -> index -> its result
+    failed: dict[int, Outcome] = field(default_factory=dict)  # deliveries whose prepare step raised
+
+    def for_group(self, handler: Callable, indexes: list[int]) -> dict:
+        """What ``handler``'s prepare step returned for these deliveries, as one mapping."""
+        distinct = {id(value): value for value in (self.results[handler][index] for index in indexes)}
+        if len(distinct) == 1:
+            return next(iter(distinct.values()))
+        merged: dict = {}  # prepare ran more than once (one event at a time after a failure)
+        for value in distinct.values():
+            merged.update(value)
+        return merged
+
+
 class BatchProcessor:
     def __init__(self, spec: ConsumerSpec) -> None:
         self.spec = spec
         self.duration = metrics.PROCESSING_DURATION.labels(spec.name)
 
-    def process(self, deliveries: list[Delivery]) -> list[Outcome]:
+    def needs_prepare(self, deliveries: list[Delivery]) -> bool:
+        return any(
+            delivery.error is None and preparer_of(self.spec.handler_for(delivery.subject)) for delivery in deliveries
+        )
+
+    def prepare(self, deliveries: list[Delivery]) -> Prepared:
+        """Run the prepare steps of the batch's handlers (slow I/O), outside any transaction.
+
+        Each prepare step gets all of its handler's events at once; when it raises, it is
+        called again one event at a time, so only the events it fails for keep the failure.
+        """
+        prepared = Prepared()
+        groups: dict[Callable, list[int]] = {}
+        for index, delivery in enumerate(deliveries):
+            handler = self.spec.handler_for(delivery.subject) if delivery.error is None else None
+            if handler is not None and preparer_of(handler) is not None:
+                groups.setdefault(handler, []).append(index)
+        for handler, indexes in groups.items():
+            results = prepared.results.setdefault(handler, {})
+            pending = [indexes]
+            while pending:
+                group = pending.pop(0)
+                try:
+                    value = preparer_of(handler)([self._payload(deliveries[index]) for index in group])
+                except DATABASE_UNAVAILABLE as exc:
+                    logger.warning("database unavailable while preparing, %d message(s) will be retried", len(group))
+                    _reset_connection()
+                    for index in group:
+                        prepared.failed[index] = Outcome("retry", exc, delay=DATABASE_RETRY_DELAY)
+                except Exception as exc:  # noqa: BLE001 - the failure becomes the message's outcome
+                    if len(group) > 1:
+                        pending.extend([index] for index in group)
+                        continue
+                    metrics.PROCESSING_ERRORS.labels(self.spec.name, type(exc).__name__).inc()
+                    prepared.failed[group[0]] = classify(exc)
+                else:
+                    results.update(dict.fromkeys(group, value))
+        return prepared
+
+    def process(self, deliveries: list[Delivery], prepared: Prepared | None = None) -> list[Outcome]:
         """One outcome per delivery, in order. Effects of handled messages are committed.
 
         The whole batch runs in one transaction. When a handler fails, the transaction is
@@ -74,9 +132,13 @@ class BatchProcessor:
         handler runs twice for one delivery (a batch handler that failed for a group runs
         once more per event of it, to find which one fails).
         """
-        outcomes: dict[int, Outcome] = {}
+        if prepared is None:
+            prepared = self.prepare(deliveries)
+        outcomes: dict[int, Outcome] = dict(prepared.failed)
         ready: list[int] = []
         for index, delivery in enumerate(deliveries):
+            if index in outcomes:
+                continue
             if delivery.error is not None:
                 outcomes[index] = Outcome("dead_letter", delivery.error)
             elif self.spec.handler_for(delivery.subject) is None:
@@ -87,7 +149,7 @@ class BatchProcessor:
         grouped = True
         while ready:
             try:
-                outcomes.update(self._transaction(deliveries, ready, grouped=grouped))
+                outcomes.update(self._transaction(deliveries, ready, prepared, grouped=grouped))
                 break
             except _BatchFailed:
                 grouped = False
@@ -108,7 +170,9 @@ class BatchProcessor:
                 break
         return [outcomes[index] for index in range(len(deliveries))]
 
-    def _transaction(self, deliveries: list[Delivery], ready: list[int], *, grouped: bool) -> dict[int, Outcome]:
+    def _transaction(
+        self, deliveries: list[Delivery], ready: list[int], prepared: Prepared, *, grouped: bool
+    ) -> dict[int, Outcome]:
         results: dict[int, Outcome] = {}
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
@@ -131,7 +195,8 @@ class BatchProcessor:
                         dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="already handled")
                     results[index] = Outcome.duplicate()
             for handler, group in self._groups(deliveries, todo, grouped=grouped):
-                self._run(handler, [(index, deliveries[index]) for index in group])
+                extra = (prepared.for_group(handler, group),) if preparer_of(handler) is not None else ()
+                self._run(handler, [(index, deliveries[index]) for index in group], extra)
                 for index in group:
                     results[index] = Outcome.handled()
         return results
@@ -151,16 +216,19 @@ class BatchProcessor:
         if group:
             yield current, group
 
-    def _run(self, handler: Callable, items: list[tuple[int, Delivery]]) -> None:
+    def _payload(self, delivery: Delivery):
+        return delivery if self.spec.raw else delivery.event
+
+    def _run(self, handler: Callable, items: list[tuple[int, Delivery]], extra: tuple = ()) -> None:
         """Call the handler; its failure surfaces as _HandlerFailed/_BatchFailed, a database outage as itself."""
         started = time.perf_counter()
         span = _start_span(self.spec.name, items)
         try:
             if is_batch_handler(handler):
-                handler([delivery if self.spec.raw else delivery.event for _, delivery in items])
+                handler([self._payload(delivery) for _, delivery in items], *extra)
             else:
                 (_, delivery) = items[0]
-                handler(delivery if self.spec.raw else delivery.event)
+                handler(self._payload(delivery))
             for _, delivery in items:
                 if delivery.dead_letter_id:
                     dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="reprocessed")

@@ -36,20 +36,39 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(pattern_tokens) == len(subject_tokens)
 
 
-def batch_handler(function: Callable) -> Callable:
+def batch_handler(function: Callable | None = None, *, prepare: Callable | None = None) -> Callable:
     """Mark a handler that takes a list of events (of one subject, in stream order) at once.
 
     The runner calls it with every event of a fetched batch that it handles, inside the
     batch's transaction, so it can write with one ``bulk_create``. When it raises, the runner
     calls it again with one event at a time to find the message that fails, so it must
     accept a list of any length, including one.
+
+    ``prepare`` is for slow I/O (a provider's API): the runner calls ``prepare(events)``
+    before the batch's transaction, holding no transaction or row lock, possibly while it
+    handles earlier batches (``ConsumerSpec.pipeline``), and passes what it returns to the
+    handler: ``handler(events, prepared)``; it returns a mapping (keyed by something the
+    events carry, such as an order id). ``prepare`` must be idempotent (a redelivered or
+    already handled message reaches it again) and should report per-event failures in its
+    result for the handler to raise, not raise them itself: when it raises, it is called
+    again one event at a time to find the event that fails.
     """
-    function.eventbus_batch = True
-    return function
+
+    def mark(handler: Callable) -> Callable:
+        handler.eventbus_batch = True
+        handler.eventbus_prepare = prepare
+        return handler
+
+    return mark(function) if function is not None else mark
 
 
 def is_batch_handler(handler: Callable) -> bool:
     return getattr(handler, "eventbus_batch", False)
+
+
+def preparer_of(handler: Callable | None) -> Callable | None:
+    """The ``prepare`` step of a batch handler, if it has one."""
+    return getattr(handler, "eventbus_prepare", None)
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,9 @@ class ConsumerSpec:
     backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
     max_ack_pending: int | None = None
     batch_size: int | None = None
+    # Batches in hand at once: fetched, preparing (see batch_handler's prepare) or handled.
+    # Handling stays one batch at a time, in order; above 2 only prepare steps overlap.
+    pipeline: int = 2
     options: Mapping[str, object] = field(default_factory=dict)
 
     @property

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import connections
@@ -26,8 +29,16 @@ from .connection import close_client, connect
 from .deadletters import dead_letter_headers, dlq_subject
 from .delivery import Delivery, Outcome
 from .errors import DependencyDown
-from .processing import BatchProcessor
-from .registry import ADVISORY_STREAM, DLQ_STREAM, MAX_DELIVERIES_ADVISORY, ConsumerSpec, Registry, registry
+from .processing import BatchProcessor, Prepared
+from .registry import (
+    ADVISORY_STREAM,
+    DLQ_STREAM,
+    MAX_DELIVERIES_ADVISORY,
+    ConsumerSpec,
+    Registry,
+    preparer_of,
+    registry,
+)
 from .setup import ensure_consumer, ensure_stream
 
 logger = logging.getLogger(__name__)
@@ -40,6 +51,15 @@ class MaxDeliveriesExceeded(Exception):
     """The server gave up on a message (its last delivery was never acknowledged)."""
 
 
+@dataclass
+class _Batch:
+    """A fetched batch in hand: its prepare step running or done, kept in progress on the server."""
+
+    deliveries: list[Delivery]
+    prepared: asyncio.Future  # -> Prepared
+    heartbeat: asyncio.Task
+
+
 class ConsumerRunner:
     def __init__(self, spec: ConsumerSpec, *, batch_size: int | None = None, reg: Registry = registry) -> None:
         self.spec = spec
@@ -48,8 +68,17 @@ class ConsumerRunner:
         self.lanes = reg.streams_of(spec)  # stream -> filter subjects
         spec.resolved_handlers  # noqa: B018 - import the handlers now: a bad path fails at start-up
         self.processor = BatchProcessor(spec)
-        # One thread: its Django connection lives across batches; batches never overlap.
+        # One thread: its Django connection lives across batches; batches are handled one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{spec.name}")
+        self.pipeline = max(spec.pipeline, 2)
+        # Prepare steps (slow I/O before a batch's transaction) of several batches overlap: one
+        # thread (and Django connection) per batch in hand; batch k+pipeline reuses batch k's.
+        prepares = any(preparer_of(handler) for _, handler in spec.resolved_handlers)
+        self.preparers = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prepare-{spec.name}")
+            for _ in range(self.pipeline if prepares else 0)
+        ]
+        self._next_preparer = itertools.cycle(self.preparers)
         self.max_deliver = spec.setting("MAX_DELIVER")
         self.ack_wait = float(spec.setting("ACK_WAIT"))
 
@@ -75,39 +104,74 @@ class ConsumerRunner:
             poller.cancel()
         finally:
             await close_client(self.nc)
-            await asyncio.get_running_loop().run_in_executor(self.executor, connections.close_all)  # the thread's own
-            self.executor.shutdown(wait=True)
+            loop = asyncio.get_running_loop()
+            for executor in (self.executor, *self.preparers):
+                await loop.run_in_executor(executor, connections.close_all)  # each thread's own connection
+                executor.shutdown(wait=True)
             logger.info("consumer %s stopped", self.spec.name)
 
     async def _consume(self, subscription, stop: asyncio.Event) -> None:
-        """Fetch batch n+1 (and decode it) while batch n is processed in the worker thread."""
+        """Fetch, prepare, handle and settle batches as a pipeline of ``pipeline`` batches in hand.
+
+        The next batch is fetched (one fetch at a time) while one is handled; the prepare
+        steps of the batches in hand run at once, each in its own thread; handling is one
+        batch at a time, in fetch order, in the worker thread; settling batch n overlaps
+        handling batch n+1. On stop, every batch in hand is finished and settled.
+        """
         loop = asyncio.get_running_loop()
-        prefetch = asyncio.create_task(self._fetch(subscription))
+        in_hand: deque[_Batch] = deque()
+        fetching: asyncio.Task | None = None
         settling: asyncio.Task | None = None
         try:
             while True:
-                deliveries = await prefetch
-                if stop.is_set():
-                    await self._release(deliveries)  # not in hand yet: let another replica take them
-                    break
-                prefetch = asyncio.create_task(self._fetch(subscription))
-                if not deliveries:
+                if fetching is None and not stop.is_set() and len(in_hand) < self.pipeline:
+                    fetching = asyncio.create_task(self._next_batch(subscription, stop))
+                if fetching is not None and (fetching.done() or not in_hand):
+                    batch, fetching = await fetching, None
+                    if batch is not None:
+                        in_hand.append(batch)
                     continue
-                heartbeat = asyncio.create_task(self._keep_in_progress(deliveries))
+                if not in_hand:
+                    break  # stopping, and nothing left in hand
+                head = in_hand[0]
+                if not head.prepared.done():
+                    waiting = {head.prepared} if fetching is None else {head.prepared, fetching}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                in_hand.popleft()
                 try:
-                    outcomes = await loop.run_in_executor(self.executor, self.processor.process, deliveries)
+                    outcomes = await loop.run_in_executor(
+                        self.executor, self.processor.process, head.deliveries, head.prepared.result()
+                    )
                 finally:
-                    heartbeat.cancel()
+                    head.heartbeat.cancel()
                 if settling is not None:
                     await settling
-                settling = asyncio.create_task(self._settle(deliveries, outcomes))
+                settling = asyncio.create_task(self._settle(head.deliveries, outcomes))
         finally:
             if settling is not None:
                 await settling
-            if not prefetch.done():
-                prefetch.cancel()
+            if fetching is not None and not fetching.done():
+                fetching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await prefetch
+                    await fetching
+            for batch in in_hand:  # only after an error: redelivered after ack_wait
+                batch.heartbeat.cancel()
+
+    async def _next_batch(self, subscription, stop: asyncio.Event) -> _Batch | None:
+        deliveries = await self._fetch(subscription)
+        if stop.is_set():
+            await self._release(deliveries)  # not in hand yet: let another replica take them
+            return None
+        if not deliveries:
+            return None
+        loop = asyncio.get_running_loop()
+        if self.preparers and self.processor.needs_prepare(deliveries):
+            prepared = loop.run_in_executor(next(self._next_preparer), self.processor.prepare, deliveries)
+        else:
+            prepared = loop.create_future()
+            prepared.set_result(Prepared())
+        return _Batch(deliveries, prepared, asyncio.create_task(self._keep_in_progress(deliveries)))
 
     async def _fetch(self, subscription) -> list[Delivery]:
         try:

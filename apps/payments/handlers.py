@@ -1,15 +1,38 @@
-"""Payments' reactions to order events: each calls one service."""
+"""Payments' reactions to order events. The provider is called before the batch's
+transaction (``prepare``), many orders at once; the handlers record its answers."""
 
+from apps.eventbus.registry import batch_handler
 from apps.orders.events import OrderCancelled, OrderCreated
 
-from .services import payment_capture, payment_refund_for_cancellation
+from .services import (
+    ChargeRequest,
+    payment_charge_record,
+    payment_charges_request,
+    payment_refund_for_cancellation,
+    payment_refunds_request,
+)
 
 
-def on_order_created(event: OrderCreated) -> None:
-    payment_capture(
-        order_id=event.order_id, amount=event.total_amount, currency=event.currency, causation_id=event.message_id
+def charge_orders(events: list[OrderCreated]) -> dict:
+    return payment_charges_request(
+        requests=[ChargeRequest(event.order_id, event.total_amount, event.currency) for event in events]
     )
 
 
-def on_order_cancelled(event: OrderCancelled) -> None:
-    payment_refund_for_cancellation(order_id=event.order_id, causation_id=event.message_id)
+def refund_orders(events: list[OrderCancelled]) -> dict:
+    return payment_refunds_request(order_ids=[event.order_id for event in events])
+
+
+@batch_handler(prepare=charge_orders)
+def on_order_created(events: list[OrderCreated], answers: dict) -> None:
+    for event in events:
+        answer = answers.get(event.order_id)
+        payment_charge_record(order_id=event.order_id, answer=answer, causation_id=event.message_id)
+
+
+@batch_handler(prepare=refund_orders)
+def on_order_cancelled(events: list[OrderCancelled], answers: dict) -> None:
+    for event in events:
+        payment_refund_for_cancellation(
+            order_id=event.order_id, causation_id=event.message_id, answer=answers.get(event.order_id)
+        )

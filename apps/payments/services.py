@@ -1,14 +1,28 @@
-"""Charging and refunding, exactly once per order.
+"""Charging and refunding, exactly once per order, many orders at once.
 
-Both run inside the consumer's transaction and call the provider with an idempotency key
-derived from the order: if the process dies after the provider answered and before the
-commit, the redelivered event asks again with the same key and gets the first answer.
+A provider call takes hundreds of milliseconds, so no transaction or row lock is held
+across one. Each operation has three steps:
+
+1. **claim** (a short transaction of its own): the order's Payment row exists, PENDING.
+   A PENDING row means "a charge may be in flight": nothing else decides it meanwhile.
+2. **call** the provider, many orders concurrently, with an idempotency key derived from
+   the order (``charge-<order id>``, ``refund-<order id>``), outside any transaction.
+3. **record** the answer inside the consumer's batch transaction, with its event, by a
+   conditional update of the still-PENDING (or still-CAPTURED) row.
+
+If the process dies between the call and the record, the redelivered event claims the same
+row, calls again with the same key and gets the provider's first answer: one charge. A
+cancellation that meets a PENDING payment is retried until the charge is recorded, then
+refunds it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
+from apps.eventbus.errors import PermanentError, RetryableError
 from apps.eventbus.outbox import outbox_write
 from orders_platform import failpoints
 
@@ -16,40 +30,112 @@ from . import gateway
 from .events import PaymentCompleted, PaymentFailed, PaymentRefunded
 from .models import Payment
 
+# How long a cancellation waits before looking again at a payment whose charge is in flight.
+CHARGE_IN_FLIGHT_RETRY_SECONDS = 1.0
 
-def payment_capture(*, order_id: str, amount: Decimal, currency: str, causation_id: str) -> Payment:
-    """Charge the order once. Call inside a transaction."""
-    payment, _ = Payment.objects.select_for_update().get_or_create(
-        order_id=order_id, defaults={"amount": amount, "currency": currency}
+ProviderAnswer = gateway.ChargeResult | str | Exception  # a charge's result, a refund id, or why the call failed
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    order_id: str
+    amount: Decimal
+    currency: str
+
+
+def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, ProviderAnswer]:
+    """Claim each order's payment and ask the provider to charge every claimed one, concurrently.
+
+    Call outside a transaction: the claim commits before the provider is called. Returns the
+    provider's answer (or the error of the call) for each order whose payment was undecided;
+    orders already charged, failed or cancelled get no call and no entry.
+    """
+    by_order = {request.order_id: request for request in requests}
+    Payment.objects.bulk_create(
+        [Payment(order_id=r.order_id, amount=r.amount, currency=r.currency) for r in by_order.values()],
+        ignore_conflicts=True,
     )
-    if payment.status != Payment.Status.PENDING:
-        return payment  # decided already (or cancelled before it was charged)
-    result = gateway.charge(idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id)
+    claimed = list(
+        Payment.objects.filter(order_id__in=by_order, status=Payment.Status.PENDING).values_list(
+            "order_id", "amount", "currency"
+        )
+    )
+
+    def charge(payment: tuple[str, Decimal, str]) -> gateway.ChargeResult:
+        order_id, amount, currency = payment  # the claimed row's amount: what this order is charged, always
+        return gateway.charge(
+            idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id
+        )
+
+    answers = dict(zip([order_id for order_id, _, _ in claimed], gateway.each(charge, claimed), strict=True))
+    refused = [order_id for order_id, answer in answers.items() if isinstance(answer, PermanentError)]
+    if refused:  # the provider charged nothing and never will for this request: release the claim
+        Payment.objects.filter(order_id__in=refused, status=Payment.Status.PENDING).delete()
+    return answers
+
+
+def payment_charge_record(*, order_id: str, answer: ProviderAnswer | None, causation_id: str) -> Payment | None:
+    """Record the provider's answer to the order's charge, with its event. Call inside a transaction."""
+    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+    if payment is not None and payment.status != Payment.Status.PENDING:
+        return payment  # decided already (a redelivery, another replica, or cancelled before the charge)
+    if isinstance(answer, Exception):
+        raise answer
+    if payment is None or answer is None:
+        raise RetryableError(f"the charge of order {order_id} was not attempted; it will be on the next delivery")
     failpoints.hit("payments.after_charge", order_id)  # fault tests: die between the charge and the commit
     envelope = {"correlation_id": order_id, "causation_id": causation_id}
-    if result.succeeded:
-        payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, result.charge_id
+    if answer.succeeded:
+        payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, answer.charge_id
         payment.save(update_fields=["status", "gateway_charge_id", "updated_at"])
         outbox_write(
             PaymentCompleted(
-                order_id=order_id, payment_id=str(payment.pk), amount=amount, currency=currency,
-                gateway_charge_id=result.charge_id, **envelope,
+                order_id=order_id, payment_id=str(payment.pk), amount=payment.amount, currency=payment.currency,
+                gateway_charge_id=answer.charge_id, **envelope,
             )
         )  # fmt: skip
     else:
-        payment.status, payment.failure_reason = Payment.Status.FAILED, f"declined: {result.decline_code}"
+        payment.status, payment.failure_reason = Payment.Status.FAILED, f"declined: {answer.decline_code}"
         payment.save(update_fields=["status", "failure_reason", "updated_at"])
         outbox_write(
             PaymentFailed(
-                order_id=order_id, reason=payment.failure_reason, decline_code=result.decline_code, **envelope
+                order_id=order_id, reason=payment.failure_reason, decline_code=answer.decline_code, **envelope
             )
         )
     return payment
 
 
-def payment_refund_for_cancellation(*, order_id: str, causation_id: str) -> Payment | None:
-    """Refund a captured payment of a cancelled order, once; stop a charge that has not happened.
-    Call inside a transaction."""
+def payment_capture(*, order_id: str, amount: Decimal, currency: str, causation_id: str) -> Payment | None:
+    """Charge one order: claim, call and record. Call outside a transaction (see the module)."""
+    answers = payment_charges_request(requests=[ChargeRequest(order_id, amount, currency)])
+    return payment_charge_record(order_id=order_id, answer=answers.get(order_id), causation_id=causation_id)
+
+
+def payment_refunds_request(*, order_ids: Sequence[str]) -> dict[str, ProviderAnswer]:
+    """Ask the provider to refund every captured payment of these (cancelled) orders, concurrently.
+
+    Call outside a transaction. Returns the refund id (or the error of the call) per order whose
+    payment was captured; the others get no call and no entry.
+    """
+    captured = list(
+        Payment.objects.filter(order_id__in=set(order_ids), status=Payment.Status.CAPTURED).values_list(
+            "order_id", "gateway_charge_id", "amount"
+        )
+    )
+
+    def refund(payment: tuple[str, str, Decimal]) -> str:
+        order_id, charge_id, amount = payment
+        return gateway.refund(idempotency_key=f"refund-{order_id}", charge_id=charge_id, amount=amount)
+
+    return dict(zip([order_id for order_id, _, _ in captured], gateway.each(refund, captured), strict=True))
+
+
+def payment_refund_for_cancellation(
+    *, order_id: str, causation_id: str, answer: ProviderAnswer | None = None
+) -> Payment | None:
+    """Record the refund of a cancelled order's captured payment, once; stop a charge that has not
+    happened. ``answer`` is what the provider said to ``payment_refunds_request``. Call inside a
+    transaction."""
     payment, created = Payment.objects.select_for_update().get_or_create(
         order_id=order_id,
         defaults={"amount": 0, "currency": "", "status": Payment.Status.FAILED, "failure_reason": "order cancelled"},
@@ -57,20 +143,22 @@ def payment_refund_for_cancellation(*, order_id: str, causation_id: str) -> Paym
     if created:
         return payment  # cancelled before its order reached payments: it will not be charged
     if payment.status == Payment.Status.PENDING:
-        payment.status, payment.failure_reason = Payment.Status.FAILED, "order cancelled before the charge"
-        payment.save(update_fields=["status", "failure_reason", "updated_at"])
-        return payment
+        raise RetryableError(
+            f"the charge of order {order_id} is in flight; its refund waits for the answer",
+            delay=CHARGE_IN_FLIGHT_RETRY_SECONDS,
+        )
     if payment.status != Payment.Status.CAPTURED:
         return payment
-    refund_id = gateway.refund(
-        idempotency_key=f"refund-{order_id}", charge_id=payment.gateway_charge_id, amount=payment.amount
-    )
-    payment.status, payment.gateway_refund_id = Payment.Status.REFUNDED, refund_id
+    if isinstance(answer, Exception):
+        raise answer
+    if answer is None:  # captured since the refund was asked for
+        raise RetryableError(f"order {order_id} was charged meanwhile; refunding it next", delay=0.1)
+    payment.status, payment.gateway_refund_id = Payment.Status.REFUNDED, answer
     payment.save(update_fields=["status", "gateway_refund_id", "updated_at"])
     outbox_write(
         PaymentRefunded(
             order_id=order_id, payment_id=str(payment.pk), amount=payment.amount, currency=payment.currency,
-            gateway_refund_id=refund_id, correlation_id=order_id, causation_id=causation_id,
+            gateway_refund_id=answer, correlation_id=order_id, causation_id=causation_id,
         )
     )  # fmt: skip
     return payment

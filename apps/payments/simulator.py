@@ -8,6 +8,8 @@ It behaves like the providers the platform will meet in production:
   produce one charge.
 - Latency, decline rate, throttling (429 with ``Retry-After``) and an outage (503) are set at
   run time through ``PUT /_control`` (and read with ``GET /_control``).
+- ``GET /_stats`` says how many charge and refund requests it has seen and the most it had in
+  flight at once (``DELETE /_stats`` starts counting again): how a test sees concurrency.
 - The ledger is an append-only JSON-lines file, fsync'ed before a response is sent, so
   charges and idempotency keys survive a restart (and a kill -9).
 
@@ -96,6 +98,32 @@ class Ledger:
         }
 
 
+class Stats:
+    """Charge and refund requests seen, and the most in flight at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = self.in_flight = self.max_in_flight = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests, self.max_in_flight = 0, self.in_flight
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            return {"requests": self.requests, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+
+
 class GatewayError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -107,6 +135,7 @@ class Gateway:
         self.ledger = Ledger(ledger_path)
         self.controls = controls or Controls()
         self.random = random.Random(seed)
+        self.stats = Stats()
         self._lock = threading.Lock()  # one write at a time: simple and enough for a simulator
         self._key_locks: dict[str, threading.Lock] = {}
 
@@ -215,6 +244,8 @@ def make_handler(gateway: Gateway):
             url = urlsplit(self.path)
             if url.path == "/_control":
                 return self._send(HTTPStatus.OK, asdict(gateway.controls))
+            if url.path == "/_stats":
+                return self._send(HTTPStatus.OK, gateway.stats.as_dict())
             if url.path == "/healthz":
                 return self._send(HTTPStatus.OK, {"status": "ok"})
             if url.path == "/v1/charges":
@@ -226,6 +257,12 @@ def make_handler(gateway: Gateway):
                     return self._error(GatewayError(HTTPStatus.NOT_FOUND, "no_such_charge", "no such charge"))
                 return self._send(HTTPStatus.OK, charge)
             return self._error(GatewayError(HTTPStatus.NOT_FOUND, "not_found", f"no route {url.path}"))
+
+        def do_DELETE(self):
+            if urlsplit(self.path).path != "/_stats":
+                return self._error(GatewayError(HTTPStatus.NOT_FOUND, "not_found", "no such route"))
+            gateway.stats.reset()
+            return self._send(HTTPStatus.OK, gateway.stats.as_dict())
 
         def do_PUT(self):
             if urlsplit(self.path).path != "/_control":
@@ -243,6 +280,13 @@ def make_handler(gateway: Gateway):
             operations = {"/v1/charges": gateway.charge, "/v1/refunds": gateway.refund}
             if path not in operations:
                 return self._error(GatewayError(HTTPStatus.NOT_FOUND, "not_found", f"no route {path}"))
+            gateway.stats.enter()
+            try:
+                self._operate(operations[path])
+            finally:
+                gateway.stats.leave()
+
+        def _operate(self, operation) -> None:
             controls = gateway.controls
             if controls.latency_ms:
                 time.sleep(controls.latency_ms / 1000)
@@ -259,7 +303,7 @@ def make_handler(gateway: Gateway):
                     GatewayError(HTTPStatus.BAD_REQUEST, "idempotency_key_required", "send an Idempotency-Key header")
                 )
             try:
-                status, body = operations[path](key, self._body())
+                status, body = operation(key, self._body())
             except GatewayError as exc:
                 return self._error(exc)
             self._send(status, body)
@@ -294,7 +338,9 @@ def make_handler(gateway: Gateway):
 
 def serve(host: str, port: int, ledger_path: Path, controls: Controls | None = None) -> ThreadingHTTPServer:
     """A server bound and ready; the caller runs ``serve_forever()``."""
-    gateway = Gateway(ledger_path, controls)
-    server = ThreadingHTTPServer((host, port), make_handler(gateway))
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), make_handler(Gateway(ledger_path, controls)))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: clients send many requests at once (default 5)

@@ -179,3 +179,40 @@ def test_an_orders_timeline_lists_its_events_in_order(platform, bus):
     subjects = [event["subject"] for event in order_timeline(str(order.pk))]
     assert subjects[0] == "orders.created.v1" and subjects[-1] == "orders.confirmed.v1"
     assert sorted(subjects[1:3]) == ["inventory.reserved.v1", "payments.completed.v1"]
+
+
+def test_a_slow_provider_charges_a_batch_of_orders_concurrently(bus, settings, tmp_path):
+    """20 orders wait for payments; with the provider at 300 ms each, they are charged at once."""
+    product_ensure(sku="KB", name="Keyboard", price=Decimal("89.90"), stock_on_hand=100)
+    gateway = Gateway(tmp_path / "ledger.jsonl").start()
+    settings.PAYMENT_GATEWAY_URL = gateway.url
+    try:
+        gateway.control(latency_ms=300)
+        orders = [order_place(customer_id="c", lines=[("KB", 1)]) for _ in range(20)]
+        with bus.relay():
+            wait_for(lambda: bus.stream_messages("ORDERS") == 20, timeout=30)
+        gateway.call("DELETE", "/_stats")
+        with bus.relay(), bus.consumer("inventory"), bus.consumer("orders"), bus.consumer("payments"):
+            for order in orders:
+                assert final(order, timeout=60) == "CONFIRMED"
+        stats = gateway.call("GET", "/_stats")[1]
+        assert stats["requests"] == 20, "one charge request per order"
+        assert stats["max_in_flight"] >= 15, f"the charges overlapped: {stats}"
+        for order in orders:
+            assert len(charges(gateway, order)) == 1
+    finally:
+        gateway.stop()
+
+
+def test_a_cancellation_during_the_charge_refunds_it_once_the_charge_is_recorded(platform):
+    """The charge is in flight (its payment claimed, PENDING) when the customer cancels: the
+    refund waits for the charge's answer instead of deciding blind, then refunds it."""
+    platform.control(latency_ms=1500)
+    order = order_place(customer_id="c", lines=[("KB", 1)])
+    wait_for(lambda: Payment.objects.filter(order_id=str(order.pk), status="PENDING").exists(), timeout=30)
+    order_cancel(order_id=str(order.pk), reason="changed my mind")
+    wait_for(lambda: Payment.objects.get(order_id=str(order.pk)).status == "REFUNDED", timeout=60)
+    (charge,) = charges(platform, order)
+    assert charge["amount_refunded"] == charge["amount"] == "89.90"
+    assert Order.objects.get(pk=order.pk).status == "CANCELLED"
+    wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
