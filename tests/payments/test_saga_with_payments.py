@@ -216,3 +216,29 @@ def test_a_cancellation_during_the_charge_refunds_it_once_the_charge_is_recorded
     assert charge["amount_refunded"] == charge["amount"] == "89.90"
     assert Order.objects.get(pk=order.pk).status == "CANCELLED"
     wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
+
+
+def test_three_payments_replicas_share_the_work_and_charge_each_order_once(bus, settings, tmp_path):
+    product_ensure(sku="KB", name="Keyboard", price=Decimal("89.90"), stock_on_hand=1000)
+    gateway = Gateway(tmp_path / "ledger.jsonl").start()
+    settings.PAYMENT_GATEWAY_URL = gateway.url
+    replicas = []
+    try:
+        gateway.control(latency_ms=100)
+        env = {"PAYMENT_GATEWAY_URL": gateway.url, "PAYMENT_GATEWAY_CONCURRENCY": "4"}
+        replicas = [bus.consumer_process("payments", "--batch", "5", env=env) for _ in range(3)]
+        with bus.relay(), bus.consumer("inventory"), bus.consumer("orders"):
+            orders = [order_place(customer_id="c", lines=[("KB", 1 + n % 3)]) for n in range(90)]
+            wait_for(lambda: not Order.objects.filter(status="PENDING").exists(), timeout=120)
+        assert [process.poll() for process in replicas] == [None, None, None], "every replica still running"
+        billed = {}
+        for charge in gateway.call("GET", "/v1/charges")[1]["data"]:
+            billed.setdefault(charge["reference"], []).append(Decimal(charge["amount"]))
+        for order in orders:
+            order.refresh_from_db()
+            assert order.status == "CONFIRMED"
+            assert billed[str(order.pk)] == [order.total_amount], "one charge of exactly its total"
+    finally:
+        for process in replicas:
+            stop_process(process)
+        gateway.stop()

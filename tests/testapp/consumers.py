@@ -26,3 +26,12 @@ registry.register_consumer(
         backoff=(0.2,),
     )
 )
+registry.register_consumer(
+    ConsumerSpec(
+        "testing-prepared",
+        handlers={"testing.happened.v1": f"{H}.on_happened_prepared"},
+        batch_size=5,
+        pipeline=4,
+        **FAST,
+    )
+)

@@ -1,8 +1,10 @@
 import os
+import threading
 import time
 
 from apps.eventbus.delivery import Delivery
 from apps.eventbus.errors import PermanentError, RetryableError
+from apps.eventbus.registry import batch_handler
 
 from .events import SomethingHappened, SomethingHappenedV2
 from .models import Effect, Switch
@@ -42,3 +44,38 @@ def on_any_raw(delivery: Delivery) -> None:
     Effect.objects.create(
         consumer="testing-raw", message_id=delivery.message_id, subject=delivery.subject, value=len(delivery.data)
     )
+
+
+class PrepareProbe:
+    """What the prepare step of ``on_happened_prepared`` saw: calls, and the most at once."""
+
+    lock = threading.Lock()
+    calls: list[list[int]] = []
+    running = most = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.calls, cls.running, cls.most = [], 0, 0
+
+
+def prepare_happened(events: list[SomethingHappened]) -> dict[str, int]:
+    """Slow I/O before the transaction; refuses the batch holding a ``permanent`` event."""
+    with PrepareProbe.lock:
+        PrepareProbe.calls.append([event.value for event in events])
+        PrepareProbe.running += 1
+        PrepareProbe.most = max(PrepareProbe.most, PrepareProbe.running)
+    try:
+        time.sleep(0.3)
+        if any(event.mode == "permanent" for event in events):
+            raise PermanentError("prepare refused this event")
+        return {event.message_id: event.value * 10 for event in events}
+    finally:
+        with PrepareProbe.lock:
+            PrepareProbe.running -= 1
+
+
+@batch_handler(prepare=prepare_happened)
+def on_happened_prepared(events: list[SomethingHappened], prepared: dict[str, int]) -> None:
+    for event in events:
+        _record("testing-prepared", event, prepared[event.message_id])
