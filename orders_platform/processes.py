@@ -12,14 +12,16 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from .supervisor import Program
+from .webserver import default_workers, web_program
 
 
 def platform_programs(*, host: str, port: int) -> list[Program]:
+    """The web process is gunicorn with the ``WEB_*`` settings of the development settings."""
     manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
     gateway = urlsplit(settings.PAYMENT_GATEWAY_URL)
     celery = [sys.executable, "-m", "celery", "--app", "orders_platform", "--quiet"]
     return [
-        Program("web", [*manage, "runserver", f"{host}:{port}"]),
+        web_program(host=host, port=port, **web_options()),
         Program("relay", [*manage, "runconsumer", "outbox"]),
         Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
         Program("inventory", [*manage, "runconsumer", "inventory"]),
@@ -30,3 +32,13 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),
         Program("beat", [*celery, "beat", "--loglevel", "INFO"]),
     ]
+
+
+def web_options() -> dict:
+    """The web process's options from the settings (defaults where the settings have none)."""
+    return {
+        "workers": getattr(settings, "WEB_CONCURRENCY", default_workers()),
+        "threads": getattr(settings, "WEB_THREADS", 1),
+        "reload": getattr(settings, "WEB_RELOAD", False),
+        "access_log": getattr(settings, "WEB_ACCESS_LOG", False),
+    }

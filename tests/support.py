@@ -20,7 +20,8 @@ PYTHON = sys.executable
 # Variables a developer's shell may carry that would change what a child process configures.
 _PLATFORM_VARIABLES = (
     "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "NATS_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG",
-    "ALLOWED_HOSTS", "PLATFORM_DATA_DIR", "WEB_PORT", "PAYMENT_GATEWAY_URL",
+    "ALLOWED_HOSTS", "PLATFORM_DATA_DIR", "WEB_PORT", "PAYMENT_GATEWAY_URL", "PAYMENT_GATEWAY_CONCURRENCY",
+    "WEB_CONCURRENCY", "WEB_THREADS", "WEB_RELOAD", "WEB_ACCESS_LOG",
 )  # fmt: skip
 
 

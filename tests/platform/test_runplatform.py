@@ -1,8 +1,11 @@
 """``make run``'s command end to end: embedded PostgreSQL and NATS in a fresh data folder,
-migrations, the admin served, a clean stop with nothing left running, a fast second start."""
+migrations, the admin and its static files served by gunicorn with several workers, a crashed
+web process restarted, a clean stop with nothing left running (gunicorn's workers included),
+a fast second start with code reloading."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from orders_platform import webserver
 from orders_platform.embedded import dev
 from orders_platform.embedded.procs import LOOPBACK, free_port, pid_alive, wait_until
 from tests.platform.test_supervisor import Output
@@ -18,20 +22,30 @@ from tests.support import PYTHON, ROOT, clean_env, http_status, manage, wait_for
 
 pytestmark = pytest.mark.slow
 
+WORKERS = 3
+STATIC_FILES = (
+    "/static/admin/css/base.css",
+    "/static/admin/js/core.js",
+    "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css",
+    "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+)
 
-def platform_env(data_dir):
+
+def platform_env(data_dir, **web):
+    web = {"WEB_CONCURRENCY": str(WORKERS), "WEB_THREADS": "1", "WEB_RELOAD": "0", "WEB_ACCESS_LOG": "0", **web}
     return clean_env(
         DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
         PLATFORM_DATA_DIR=str(data_dir),
         PAYMENT_GATEWAY_URL=f"http://127.0.0.1:{free_port()}",
+        **web,
     )
 
 
-def start_platform(data_dir, port) -> tuple[subprocess.Popen, Output]:
+def start_platform(data_dir, port, **web) -> tuple[subprocess.Popen, Output]:
     process = subprocess.Popen(
         [PYTHON, "manage.py", "runplatform", "--port", str(port)],
         cwd=ROOT,
-        env=platform_env(data_dir),
+        env=platform_env(data_dir, **web),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -46,6 +60,37 @@ def every_pid(process: subprocess.Popen | psutil.Process, data_dir) -> set[int]:
     for server in (dev.postgres_server(data_dir), dev.nats_server(data_dir)):
         pids.add(server.pid())
     return pids
+
+
+def gunicorn(process: subprocess.Popen) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The web child (gunicorn's master) of the platform and its workers."""
+    (master,) = [child for child in psutil.Process(process.pid).children() if "gunicorn" in child.cmdline()]
+    return master, master.children()
+
+
+def wait_for_workers(process: subprocess.Popen, count: int = WORKERS, *, not_in=()) -> psutil.Process:
+    """Wait until the web child has ``count`` booted workers (none of them in ``not_in``); its master."""
+
+    def ready():
+        try:
+            master, workers = gunicorn(process)
+        except (ValueError, psutil.Error):
+            return None
+        pids = {worker.pid for worker in workers}
+        return master if len(pids) == count and not pids & set(not_in) else None
+
+    assert wait_until(ready, timeout=60), [child.cmdline() for child in psutil.Process(process.pid).children()]
+    return ready()
+
+
+def gunicorn_pids(port: int) -> set[int]:
+    """Every gunicorn process on the machine serving ``port``."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[1:3] == ["-m", "gunicorn"] and f"{LOOPBACK}:{port}" in cmdline:
+            found.add(proc.info["pid"])
+    return found
 
 
 def stop(process: subprocess.Popen, sig: int) -> int:
@@ -65,7 +110,9 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         assert http_status(f"{base}/readyz") == 200
         output.wait_for("created development superuser 'admin' with password 'admin'")
         output.wait_for(r"catalogue: 10 product\(s\) added")
-        output.wait_for(r"^web +\| ")
+        output.wait_for(rf"^Web: gunicorn, {WORKERS} worker\(s\) \(WEB_RELOAD=1 reloads on code changes\)$")
+        output.wait_for(rf"^web +\| .*\[INFO\] Listening at: http://{LOOPBACK}:{port} ")
+        output.wait_for(r"^web +\| .*\[INFO\] Booting worker with pid", count=WORKERS)
         output.wait_for(r"^worker +\| .*ready")
         output.wait_for(r"^relay +\| .*outbox relay running")
         output.wait_for(r"^dead-letters +\| .*consumer dead-letters running on DLQ")
@@ -74,8 +121,36 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"^orders +\| .*consumer orders running on INVENTORY, PAYMENTS")
         output.wait_for(r"^payments +\| .*consumer payments running on ORDERS")
         output.wait_for(r"^audit +\| .*consumer audit running on INVENTORY, OPERATOR, ORDERS, PAYMENTS")
+        assert not any("runserver" in line for line in output.lines)
+
+        # The web process is gunicorn's master with WORKERS workers, each a gunicorn process.
+        master = wait_for_workers(process)
+        assert master.cmdline()[:4] == [PYTHON, "-m", "gunicorn", "orders_platform.wsgi:application"]
+        assert all(worker.cmdline() == master.cmdline() for worker in master.children())
+
+        # Static files (admin, Swagger UI) are served by the app itself (WhiteNoise), as are the docs.
+        for path in (*STATIC_FILES, "/api/docs/"):
+            assert http_status(f"{base}{path}") == 200, path
+        assert http_status(f"{base}/static/admin/css/no-such-file.css") == 404
+        # No access log by default (errors and Django's warnings still show).
+        assert not any("/static/admin/css/base.css" in line for line in output.lines)
+        output.wait_for(r"^web +\| .*Not Found: /static/admin/css/no-such-file.css")
+
+        # A dead worker is replaced by gunicorn; a dead master is restarted by the supervisor,
+        # its orphaned workers killed with its process group.
+        victim = master.children()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        master = wait_for_workers(process, not_in={victim})
+        old_master, old_workers = master.pid, [worker.pid for worker in master.children()]
+        os.kill(old_master, signal.SIGKILL)
+        output.wait_for(r"^supervisor +\| web exited with code -9; restarting")
+        master = wait_for_workers(process, not_in=old_workers)
+        assert master.pid != old_master
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in old_workers), timeout=10)
+        assert wait_for_status(f"{base}/healthz", 200, timeout=60)
+
         pids = every_pid(process, data_dir)
-        assert None not in pids and len(pids) >= 12
+        assert None not in pids and len(pids) >= 12 + WORKERS
 
         second = manage("runplatform", "--port", str(free_port()), env=platform_env(data_dir))
         assert second.returncode != 0 and "already running" in second.stderr
@@ -87,19 +162,30 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10), [
         pid for pid in pids if pid_alive(pid)
     ]
+    assert not gunicorn_pids(port), "no gunicorn process survives the platform"
     assert (data_dir / "postgres" / "PG_VERSION").exists(), "the data folder is kept"
 
+    # Second start, with code reloading: a changed module restarts every worker.
     started = time.monotonic()
-    process, output = start_platform(data_dir, port)
+    process, output = start_platform(data_dir, port, WEB_RELOAD="1")
     try:
         assert wait_for_status(f"{base}/admin/login/", 200, timeout=120), "\n".join(output.lines)
         second_start = time.monotonic() - started
         output.wait_for("catalogue: 0 product\\(s\\) added, 10 already present")
+        output.wait_for(rf"^Web: gunicorn, {WORKERS} worker\(s\), reloading on code changes$")
+        master = wait_for_workers(process)
+        assert "--reload" in master.cmdline()
+        workers = [worker.pid for worker in master.children()]
+        module = webserver.__file__  # imported by every worker (through the development settings)
+        os.utime(module)
+        assert wait_for_workers(process, not_in=workers).pid == master.pid
+        assert wait_for_status(f"{base}/healthz", 200, timeout=60)
         pids = every_pid(process, data_dir)
     finally:
         code = stop(process, signal.SIGINT)
     assert code == 0
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+    assert not gunicorn_pids(port)
     print(f"first start {first_start:.1f}s, second start {second_start:.1f}s")
 
 

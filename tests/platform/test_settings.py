@@ -78,3 +78,28 @@ def test_an_unknown_settings_module_is_named():
     assert result.returncode != 0
     assert "DJANGO_SETTINGS_MODULE='orders_platform.settings.prod' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY must be an integer; got 'many'"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be between 1 and 64; got 0"),
+        ({"WEB_THREADS": "-2"}, "WEB_THREADS must be between 1 and 64; got -2"),
+        ({"WEB_RELOAD": "maybe"}, "WEB_RELOAD must be a boolean"),
+        ({"WEB_ACCESS_LOG": "loud"}, "WEB_ACCESS_LOG must be a boolean"),
+    ],
+)
+def test_a_bad_web_server_setting_stops_the_development_start_up(tmp_path, overrides, message):
+    env = clean_env(
+        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
+        PLATFORM_DATA_DIR=str(tmp_path),
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/unused",
+        NATS_URL="nats://127.0.0.1:1",
+        **overrides,
+    )
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Configuration error (orders_platform.settings.development)" in result.stderr
+    assert "Traceback" not in result.stderr

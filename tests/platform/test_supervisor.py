@@ -123,3 +123,18 @@ def test_a_bad_program_spec_is_rejected_with_a_usage_message():
     )
     assert result.returncode == 2
     assert "--program expects NAME=COMMAND" in result.stderr
+
+
+def test_the_web_program_is_gunicorn_with_its_workers_and_options():
+    from orders_platform.webserver import default_workers, web_program
+
+    web = web_program(host="127.0.0.1", port=8001, workers=3)
+    assert web.name == "web"
+    assert list(web.argv[:4]) == [sys.executable, "-m", "gunicorn", "orders_platform.wsgi:application"]
+    options = " ".join(web.argv[4:])
+    assert "--bind 127.0.0.1:8001 --workers 3 --threads 1" in options
+    assert "--reload" not in options and "--access-logfile" not in options
+    reloading = web_program(host="::1", port=8000, workers=1, threads=4, reload=True, access_log=True)
+    assert "--bind [::1]:8000" in " ".join(reloading.argv)
+    assert {"--reload", "--access-logfile"} <= set(reloading.argv)
+    assert 1 <= default_workers() <= 8

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orders_platform.embedded import dev
 from orders_platform.embedded.procs import port_in_use
-from orders_platform.processes import platform_programs
+from orders_platform.processes import platform_programs, web_options
 from orders_platform.supervisor import Supervisor, die_with_parent
 
 DEV_SUPERUSER = ("admin", "admin")
@@ -19,8 +19,8 @@ DEV_SUPERUSER = ("admin", "admin")
 class Command(BaseCommand):
     help = (
         "Run the whole platform in the foreground (what `make run` does): migrate, create the "
-        "development superuser, seed the catalogue, then supervise the web server, Celery and every "
-        "other long-running process. Ctrl-C stops everything, embedded servers included."
+        "development superuser, seed the catalogue, then supervise the web server (gunicorn), Celery and "
+        "every other long-running process. Ctrl-C stops everything, embedded servers included."
     )
 
     def add_arguments(self, parser):
@@ -55,8 +55,10 @@ class Command(BaseCommand):
                 "DATABASE_URL": os.environ.get("DATABASE_URL") or dev.database_url(settings.DATA_DIR),
                 "NATS_URL": ",".join(settings.NATS["SERVERS"]),
             }
+            web = web_options()
             self.stdout.write(
                 f"\nOrders platform on http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n"
+                f"Web: {_describe(web)}\n"
                 f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\nCtrl-C stops everything.\n"
             )
             self.stdout.flush()
@@ -106,6 +108,11 @@ class Command(BaseCommand):
         )
         if stopped:
             self.stdout.write(f"stopped embedded {' and '.join(stopped)}")
+
+
+def _describe(web: dict) -> str:
+    text = f"gunicorn, {web['workers']} worker(s)" + (f" x {web['threads']} threads" if web["threads"] > 1 else "")
+    return text + (", reloading on code changes" if web["reload"] else " (WEB_RELOAD=1 reloads on code changes)")
 
 
 def _port(value: str) -> int:
