@@ -23,14 +23,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# make run WEB_PORT=8001 WEB_CONCURRENCY=3; RELOAD=1 (= WEB_RELOAD=1): gunicorn --reload.
 run: $(STAMP)
-	$(BIN)/python manage.py runplatform
+	$(if $(RELOAD),WEB_RELOAD=$(RELOAD) )$(BIN)/python manage.py runplatform
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The benchmark suite (bench/run_all.py): the saga through POST /api/orders/, then the audit
+# consumer; one table at the end (~15 min on 2 cores). A report: FAILs do not fail make.
+# e.g. make bench BENCH_ARGS='--saga "--runs 1 --scenarios a,e"'
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -367,3 +368,46 @@ def report_interrupts() -> Iterator[None]:
 
 def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- whole-platform benchmarks (saga_throughput.py): percentiles, CPU by process, code state ----
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0-100) of ``values``; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def process_tree_cpu(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and all their descendants,
+    including descendants that have exited (PostgreSQL's autovacuum workers, closed backends)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def code_state() -> str:
+    """The commit the working tree is on, and whether it has uncommitted changes (read-only git)."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    head = git("log", "--oneline", "-1") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{head[:90]}{' (+ uncommitted changes)' if dirty else ''}"
