@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -18,11 +18,23 @@ def idempotency_key_claim(*, user, key: str, fingerprint: str) -> tuple[Idempote
     the same key makes the insert wait until that request's transaction ends: its row is then
     committed (returned, with ``created`` False) or rolled back (this insert goes through).
     """
-    try:
-        with transaction.atomic():
-            return IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint), True
-    except IntegrityError:
+    with connection.cursor() as cursor:  # one statement: no savepoint to catch a unique violation
+        cursor.execute(_CLAIM, [user.pk, key, fingerprint])
+        row = cursor.fetchone()
+    if row is None:
         return IdempotencyKey.objects.get(user=user, key=key), False
+    (record_id, created_at) = row
+    record = IdempotencyKey(id=record_id, user=user, key=key, fingerprint=fingerprint, created_at=created_at)
+    record._state.adding, record._state.db = False, connection.alias
+    return record, True
+
+
+_CLAIM = f"""
+    INSERT INTO {IdempotencyKey._meta.db_table} (user_id, key, fingerprint, response_body, created_at)
+    VALUES (%s, %s, %s, '', now())
+    ON CONFLICT (user_id, key) DO NOTHING
+    RETURNING id, created_at
+"""
 
 
 def idempotency_key_complete(*, record: IdempotencyKey, status: int, body) -> None:

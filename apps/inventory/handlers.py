@@ -1,15 +1,22 @@
 """Inventory's reactions to order events: each calls one service."""
 
+from apps.eventbus.registry import batch_handler
 from apps.orders.events import OrderCancelled, OrderCreated
 
-from .services import stock_release, stock_reserve
+from .services import ReserveRequest, stock_release, stock_reserve_many
 
 
-def on_order_created(event: OrderCreated) -> None:
-    stock_reserve(
-        order_id=event.order_id,
-        lines=[(line.sku, line.quantity) for line in event.lines],
-        causation_id=event.message_id,
+@batch_handler
+def on_order_created(events: list[OrderCreated]) -> None:
+    stock_reserve_many(
+        requests=[
+            ReserveRequest(
+                order_id=event.order_id,
+                lines=tuple((line.sku, line.quantity) for line in event.lines),
+                causation_id=event.message_id,
+            )
+            for event in events
+        ]
     )
 
 

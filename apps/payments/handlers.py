@@ -5,8 +5,9 @@ from apps.eventbus.registry import batch_handler
 from apps.orders.events import OrderCancelled, OrderCreated
 
 from .services import (
+    ChargeAnswer,
     ChargeRequest,
-    payment_charge_record,
+    payment_charges_record,
     payment_charges_request,
     payment_refund_for_cancellation,
     payment_refunds_request,
@@ -25,9 +26,9 @@ def refund_orders(events: list[OrderCancelled]) -> dict:
 
 @batch_handler(prepare=charge_orders)
 def on_order_created(events: list[OrderCreated], answers: dict) -> None:
-    for event in events:
-        answer = answers.get(event.order_id)
-        payment_charge_record(order_id=event.order_id, answer=answer, causation_id=event.message_id)
+    payment_charges_record(
+        answers=[ChargeAnswer(event.order_id, answers.get(event.order_id), event.message_id) for event in events]
+    )
 
 
 @batch_handler(prepare=refund_orders)

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.utils import timezone
+
 from apps.eventbus.errors import PermanentError, RetryableError
-from apps.eventbus.outbox import outbox_write
+from apps.eventbus.outbox import outbox_write, outbox_write_many
 from orders_platform import failpoints
 
 from . import gateway
@@ -74,35 +76,62 @@ def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, P
     return answers
 
 
-def payment_charge_record(*, order_id: str, answer: ProviderAnswer | None, causation_id: str) -> Payment | None:
-    """Record the provider's answer to the order's charge, with its event. Call inside a transaction."""
-    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
-    if payment is not None and payment.status != Payment.Status.PENDING:
-        return payment  # decided already (a redelivery, another replica, or cancelled before the charge)
-    if isinstance(answer, Exception):
-        raise answer
-    if payment is None or answer is None:
-        raise RetryableError(f"the charge of order {order_id} was not attempted; it will be on the next delivery")
-    failpoints.hit("payments.after_charge", order_id)  # fault tests: die between the charge and the commit
-    envelope = {"correlation_id": order_id, "causation_id": causation_id}
-    if answer.succeeded:
-        payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, answer.charge_id
-        payment.save(update_fields=["status", "gateway_charge_id", "updated_at"])
-        outbox_write(
-            PaymentCompleted(
-                order_id=order_id, payment_id=str(payment.pk), amount=payment.amount, currency=payment.currency,
-                gateway_charge_id=answer.charge_id, **envelope,
+@dataclass(frozen=True)
+class ChargeAnswer:
+    order_id: str
+    answer: ProviderAnswer | None  # what payment_charges_request returned for the order (None: no entry)
+    causation_id: str
+
+
+def payment_charges_record(*, answers: Sequence[ChargeAnswer]) -> None:
+    """Record the provider's answers to the orders' charges, with their events. Call inside a
+    transaction. A fixed number of statements for the whole batch (lock, update, outbox);
+    raises the first answer that is an error, for its event to be retried or dead-lettered."""
+    locked = Payment.objects.select_for_update().filter(order_id__in={a.order_id for a in answers}).order_by("pk")
+    payments = {payment.order_id: payment for payment in locked}
+    now = timezone.now()
+    changed: dict[str, Payment] = {}
+    events = []
+    for item in answers:
+        payment, answer = payments.get(item.order_id), item.answer
+        if payment is not None and (payment.status != Payment.Status.PENDING or item.order_id in changed):
+            continue  # decided already (a redelivery, another replica, or cancelled before the charge)
+        if isinstance(answer, Exception):
+            raise answer
+        if payment is None or answer is None:
+            raise RetryableError(
+                f"the charge of order {item.order_id} was not attempted; it will be on the next delivery"
             )
-        )  # fmt: skip
-    else:
-        payment.status, payment.failure_reason = Payment.Status.FAILED, f"declined: {answer.decline_code}"
-        payment.save(update_fields=["status", "failure_reason", "updated_at"])
-        outbox_write(
-            PaymentFailed(
-                order_id=order_id, reason=payment.failure_reason, decline_code=answer.decline_code, **envelope
+        failpoints.hit("payments.after_charge", item.order_id)  # fault tests: die between the charge and the commit
+        envelope = {"correlation_id": item.order_id, "causation_id": item.causation_id}
+        payment.updated_at = now
+        if answer.succeeded:
+            payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, answer.charge_id
+            events.append(
+                PaymentCompleted(
+                    order_id=item.order_id, payment_id=str(payment.pk), amount=payment.amount,
+                    currency=payment.currency, gateway_charge_id=answer.charge_id, **envelope,
+                )
+            )  # fmt: skip
+        else:
+            payment.status, payment.failure_reason = Payment.Status.FAILED, f"declined: {answer.decline_code}"
+            events.append(
+                PaymentFailed(
+                    order_id=item.order_id, reason=payment.failure_reason, decline_code=answer.decline_code, **envelope
+                )
             )
+        changed[item.order_id] = payment
+    if changed:
+        Payment.objects.bulk_update(
+            changed.values(), ["status", "gateway_charge_id", "failure_reason", "updated_at"], batch_size=500
         )
-    return payment
+    outbox_write_many(events)
+
+
+def payment_charge_record(*, order_id: str, answer: ProviderAnswer | None, causation_id: str) -> Payment | None:
+    """Record the provider's answer to one order's charge, with its event. Call inside a transaction."""
+    payment_charges_record(answers=[ChargeAnswer(order_id, answer, causation_id)])
+    return Payment.objects.filter(order_id=order_id).first()
 
 
 def payment_capture(*, order_id: str, amount: Decimal, currency: str, causation_id: str) -> Payment | None:

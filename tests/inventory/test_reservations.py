@@ -7,11 +7,12 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from apps.eventbus.models import OutboxEvent
 from apps.inventory.models import Product, Reservation, StockDecision
-from apps.inventory.services import product_ensure, stock_release, stock_reserve
+from apps.inventory.services import ReserveRequest, product_ensure, stock_release, stock_reserve, stock_reserve_many
 from apps.orders.events import OrderCreated
 from tests.bus import wait_for
 
@@ -121,3 +122,39 @@ def test_two_inventory_consumers_racing_on_the_last_units_never_oversell(bus, ca
     assert Reservation.objects.filter(product__sku="LAST").count() == 5
     assert len(published("inventory.reserved.v1")) == 5
     assert len(published("inventory.rejected.v1")) == 35
+
+
+def reserve_many(*requests: tuple[str, list[tuple[str, int]]]) -> dict[str, str]:
+    with transaction.atomic():
+        return stock_reserve_many(requests=[ReserveRequest(order_id, tuple(lines)) for order_id, lines in requests])
+
+
+def test_a_batch_decides_its_orders_in_order_against_the_stock_the_earlier_ones_left(catalogue):
+    outcomes = reserve_many(("a", [("MS", 1), ("KB", 1)]), ("b", [("MS", 2)]), ("c", [("MS", 1)]), ("d", [("KB", 9)]))
+    assert outcomes == {"a": "reserved", "b": "rejected", "c": "reserved", "d": "reserved"}
+    assert (stock("MS"), stock("KB")) == (0, 0)
+    assert sorted(Reservation.objects.values_list("order_id", "product__sku", "quantity")) == [
+        ("a", "KB", 1), ("a", "MS", 1), ("c", "MS", 1), ("d", "KB", 9),
+    ]  # fmt: skip
+    (rejected,) = published("inventory.rejected.v1")
+    assert rejected["order_id"] == "b" and rejected["lines"][0]["available"] == 1
+    assert [event["order_id"] for event in published("inventory.reserved.v1")] == ["a", "c", "d"]
+
+
+def test_a_batch_leaves_decided_orders_and_second_copies_alone(catalogue):
+    reserve("seen", ("KB", 1))
+    outcomes = reserve_many(("seen", [("KB", 1)]), ("new", [("KB", 2)]), ("new", [("KB", 2)]))
+    assert outcomes == {"new": "reserved"}
+    assert stock("KB") == 7
+    assert len(published("inventory.reserved.v1")) == 2
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(catalogue):
+    def statements(orders: int) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            reserve_many(*((f"o-{orders}-{i}", [("KB", 1)]) for i in range(orders)))
+        return len(queries)
+
+    product_ensure(sku="KB", name="KB", price=Decimal("9.99"), stock_on_hand=10)
+    Product.objects.filter(sku="KB").update(stock_on_hand=1000)
+    assert statements(1) == statements(50)
