@@ -1,18 +1,21 @@
-"""The order lifecycle: placing, the saga's transitions, customer cancellation."""
+"""The order lifecycle: placing, the saga's transitions (a batch of outcomes at once), customer cancellation."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
-from apps.eventbus.outbox import outbox_write
+from apps.eventbus.contracts import Event
+from apps.eventbus.outbox import outbox_write, outbox_write_many
 from apps.inventory.selectors import product_prices
 
 from .errors import InvalidOrder, InvalidTransition, OrderNotFound, UnknownSku
@@ -78,20 +81,108 @@ def order_place(*, customer_id: str, lines: list[tuple[str, int]]) -> Order:
     return order
 
 
+class OutcomeKind(StrEnum):
+    PAYMENT_CAPTURED = "payment_captured"
+    PAYMENT_FAILED = "payment_failed"
+    STOCK_RESERVED = "stock_reserved"
+    STOCK_REJECTED = "stock_rejected"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step of the saga told the order: one payment or stock outcome event."""
+
+    order_id: str
+    kind: OutcomeKind
+    subject: str
+    causation_id: str
+    payment_id: str = ""
+    reason: str = ""
+
+    def facts(self) -> dict[str, str]:
+        match self.kind:
+            case OutcomeKind.PAYMENT_CAPTURED:
+                return {"payment_state": Order.PaymentState.CAPTURED, "payment_id": self.payment_id}
+            case OutcomeKind.PAYMENT_FAILED:
+                return {"payment_state": Order.PaymentState.FAILED}
+            case OutcomeKind.STOCK_RESERVED:
+                return {"stock_state": Order.StockState.RESERVED}
+            case OutcomeKind.STOCK_REJECTED:
+                return {"stock_state": Order.StockState.REJECTED}
+
+
+def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
+    """Remember each outcome, in order, and move each order's saga on when it can. Call inside a transaction.
+
+    Every order of the batch is locked at once, in primary-key order; the changed orders are
+    written with one UPDATE and their decisions with one outbox INSERT, whatever the batch's
+    size. Outcomes for orders this platform did not create are counted and skipped. Returns
+    the order of each outcome (None for those skipped), in the order of ``outcomes``.
+    """
+    orders = _locked_many([outcome.order_id for outcome in outcomes])
+    changed: dict[uuid.UUID, Order] = {}
+    fields: dict[str, None] = {}  # an ordered set
+    events: list[Event] = []
+    recorded: list[Order | None] = []
+    for outcome in outcomes:
+        order = orders.get(_order_pk(outcome.order_id))
+        recorded.append(order)
+        if order is None:
+            UNKNOWN_ORDER_OUTCOMES.labels(outcome.subject).inc()
+            logger.info("outcome %s for an order this platform did not create: %s", outcome.subject, outcome.order_id)
+            continue
+        facts = {name: value for name, value in outcome.facts().items() if getattr(order, name) != value}
+        for name, value in facts.items():
+            setattr(order, name, value)
+        if facts:
+            changed[order.pk] = order
+            fields.update(dict.fromkeys(facts))
+        if order.status != Order.Status.PENDING:
+            continue  # a late or repeated outcome; a cancelled order's capture is refunded by payments
+        if order.payment_state == Order.PaymentState.FAILED or order.stock_state == Order.StockState.REJECTED:
+            reason = outcome.reason or "a step of the order failed"
+            decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=outcome.causation_id)
+        elif order.payment_state == Order.PaymentState.CAPTURED and order.stock_state == Order.StockState.RESERVED:
+            decision = _transition(order, Order.Status.CONFIRMED, causation_id=outcome.causation_id)
+        else:
+            continue
+        changed[order.pk] = order
+        fields.update(dict.fromkeys(decision.fields))
+        events.append(decision.event)
+    if changed:
+        now = timezone.now()  # bulk_update does not touch auto_now fields
+        for order in changed.values():
+            order.updated_at = now
+        Order.objects.bulk_update(changed.values(), list({**fields, "updated_at": None}))
+    outbox_write_many(events)
+    return recorded
+
+
+@transaction.atomic
 def order_payment_captured(*, order_id: str, payment_id: str, subject: str, causation_id: str) -> Order | None:
-    return _record(order_id, subject, causation_id, payment_state=Order.PaymentState.CAPTURED, payment_id=payment_id)
+    """One outcome through ``order_outcomes_record``."""
+    outcome = Outcome(order_id, OutcomeKind.PAYMENT_CAPTURED, subject, causation_id, payment_id=payment_id)
+    return order_outcomes_record(outcomes=[outcome])[0]
 
 
+@transaction.atomic
 def order_payment_failed(*, order_id: str, reason: str, subject: str, causation_id: str) -> Order | None:
-    return _record(order_id, subject, causation_id, payment_state=Order.PaymentState.FAILED, reason=reason)
+    """One outcome through ``order_outcomes_record``."""
+    outcome = Outcome(order_id, OutcomeKind.PAYMENT_FAILED, subject, causation_id, reason=reason)
+    return order_outcomes_record(outcomes=[outcome])[0]
 
 
+@transaction.atomic
 def order_stock_reserved(*, order_id: str, subject: str, causation_id: str) -> Order | None:
-    return _record(order_id, subject, causation_id, stock_state=Order.StockState.RESERVED)
+    """One outcome through ``order_outcomes_record``."""
+    return order_outcomes_record(outcomes=[Outcome(order_id, OutcomeKind.STOCK_RESERVED, subject, causation_id)])[0]
 
 
+@transaction.atomic
 def order_stock_rejected(*, order_id: str, reason: str, subject: str, causation_id: str) -> Order | None:
-    return _record(order_id, subject, causation_id, stock_state=Order.StockState.REJECTED, reason=reason)
+    """One outcome through ``order_outcomes_record``."""
+    outcome = Outcome(order_id, OutcomeKind.STOCK_REJECTED, subject, causation_id, reason=reason)
+    return order_outcomes_record(outcomes=[outcome])[0]
 
 
 @transaction.atomic
@@ -100,32 +191,20 @@ def order_cancel(*, order_id: str, reason: str, causation_id: str | None = None)
     order = _locked(order_id)
     if order is None:
         raise OrderNotFound(f"no order {order_id}")
-    _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=causation_id)
+    decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=causation_id)
+    order.save(update_fields=decision.fields)
+    outbox_write(decision.event)
     return order
 
 
-@transaction.atomic
-def _record(order_id: str, subject: str, causation_id: str, *, reason: str = "", **facts) -> Order | None:
-    """Remember an outcome, then move the saga on if it can. Call from a handler."""
-    order = _locked(order_id)
-    if order is None:
-        UNKNOWN_ORDER_OUTCOMES.labels(subject).inc()
-        logger.info("outcome %s for an order this platform did not create: %s", subject, order_id)
-        return None
-    for name, value in facts.items():
-        setattr(order, name, value)
-    order.save(update_fields=[*facts, "updated_at"])
-    if order.status != Order.Status.PENDING:
-        return order  # a late or repeated outcome; a cancelled order's capture is refunded by payments
-    if order.payment_state == Order.PaymentState.FAILED or order.stock_state == Order.StockState.REJECTED:
-        reason = reason or "a step of the order failed"
-        _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=causation_id)
-    elif order.payment_state == Order.PaymentState.CAPTURED and order.stock_state == Order.StockState.RESERVED:
-        _transition(order, Order.Status.CONFIRMED, causation_id=causation_id)
-    return order
+@dataclass(frozen=True)
+class _Decision:
+    fields: list[str]  # what the transition changed on the order, to be saved with it
+    event: Event  # to be written with the order
 
 
-def _transition(order: Order, status: str, *, reason: str = "", causation_id: str | None) -> None:
+def _transition(order: Order, status: str, *, reason: str = "", causation_id: str | None) -> _Decision:
+    """Move the order to ``status`` in memory; the caller saves it and writes the event."""
     if status not in TRANSITIONS[order.status]:
         raise InvalidTransition(f"order {order.id} is {order.status}; it cannot become {status}")
     decided = order.status == Order.Status.PENDING
@@ -140,24 +219,36 @@ def _transition(order: Order, status: str, *, reason: str = "", causation_id: st
     envelope = {"correlation_id": str(order.id), "causation_id": causation_id}
     if status == Order.Status.CANCELLED:
         order.cancel_reason = reason[:500]
-        order.save(update_fields=[*fields, "cancel_reason"])
-        outbox_write(OrderCancelled(order_id=str(order.id), reason=order.cancel_reason, **envelope))
-    else:
-        order.save(update_fields=fields)
-        outbox_write(
-            OrderConfirmed(
-                order_id=str(order.id),
-                payment_id=order.payment_id,
-                total_amount=order.total_amount,
-                currency=order.currency,
-                **envelope,
-            )
+        return _Decision(
+            [*fields, "cancel_reason"], OrderCancelled(order_id=str(order.id), reason=order.cancel_reason, **envelope)
         )
+    return _Decision(
+        fields,
+        OrderConfirmed(
+            order_id=str(order.id),
+            payment_id=order.payment_id,
+            total_amount=order.total_amount,
+            currency=order.currency,
+            **envelope,
+        ),
+    )
+
+
+def _order_pk(order_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(order_id))
+    except ValueError:
+        return None  # not an id this platform issues
+
+
+def _locked_many(order_ids: list[str]) -> dict[uuid.UUID, Order]:
+    """Lock the orders that exist among ``order_ids``, in primary-key order (one statement)."""
+    pks = {pk for pk in map(_order_pk, order_ids) if pk is not None}
+    if not pks:
+        return {}
+    return {order.pk: order for order in Order.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
 
 
 def _locked(order_id: str) -> Order | None:
-    try:
-        pk = uuid.UUID(str(order_id))
-    except ValueError:
-        return None  # not an id this platform issues
-    return Order.objects.select_for_update().filter(pk=pk).first()
+    pk = _order_pk(order_id)
+    return None if pk is None else Order.objects.select_for_update().filter(pk=pk).first()
