@@ -1,9 +1,9 @@
 from apps.eventbus.delivery import Delivery
 from apps.eventbus.registry import batch_handler
 
-from .services import audit_append
+from .services import audit_record
 
 
 @batch_handler
 def on_any_event(deliveries: list[Delivery]) -> None:
-    audit_append(deliveries=deliveries)
+    audit_record(deliveries=deliveries)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
+import json
+import threading
 import time
 from decimal import Decimal
 
@@ -11,7 +15,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from apps.audit.chain import GENESIS, verify
 from apps.audit.models import AuditEntry
+from apps.audit.services import audit_append, audit_record
+from apps.eventbus.delivery import Delivery
 from apps.inventory.events import InventoryReserved
 from apps.orders.events import OrderCreated
 from apps.payments.events import PaymentFailed
@@ -91,3 +98,150 @@ def test_replay_rebuilds_the_audit_log_into_an_empty_database(audited):
 
     call_command("replay", "--stream", "ORDERS", "--consumer", "audit", "--from-seq", "2", stdout=out)
     assert AuditEntry.objects.count() == 4, "replaying again changes nothing"
+
+
+# -- the append path itself, without NATS ------------------------------------------------
+
+TRICKY = 'tab\there, newline\nand CR\r, back\\slash, "quotes", \\N, é, 日本, emoji \U0001f600, nul-free \x01'
+
+
+def reference_hash(**fields) -> str:
+    """The hash as the log has always defined it (what existing chains were hashed with)."""
+    content = {
+        "previous": fields["previous_hash"], "subject": fields["subject"], "message_id": fields["message_id"],
+        "correlation_id": fields["correlation_id"], "stream": fields["stream"],
+        "stream_sequence": fields["stream_sequence"], "body": fields["body"], "headers": fields["headers"],
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"body": "{}", "headers": {}},
+        {"body": TRICKY, "headers": {"Nats-Msg-Id": TRICKY, "a": "1", "B": "2", "nested": {"z": [1, 2.5, None, True]}}},
+        {"subject": TRICKY, "message_id": "é", "correlation_id": "", "stream": "S\t", "stream_sequence": 2**62},
+        {"stream_sequence": True, "headers": []},  # odd types take the reference path
+    ],
+)
+def test_the_hash_covers_exactly_what_it_always_did(fields):
+    from apps.audit.chain import canonical_json, entry_hash
+
+    base = {
+        "previous_hash": "ab" * 32, "subject": "orders.created.v1", "message_id": "m-1", "correlation_id": "o-1",
+        "stream": "ORDERS", "stream_sequence": 7, "body": '{"x": 1}', "headers": {"Nats-Msg-Id": "m-1"},
+    }  # fmt: skip
+    fields = {**base, **fields}
+    assert entry_hash(**fields) == reference_hash(**fields)
+    assert entry_hash(**fields, headers_json=canonical_json(fields["headers"])) == reference_hash(**fields)
+
+
+def delivery(stream: str, sequence: int, body: bytes, msg_id: str, subject: str = "orders.created.v1") -> Delivery:
+    return Delivery(
+        stream=stream, delivery_subject=subject, data=body, headers={"Nats-Msg-Id": msg_id},
+        stream_sequence=sequence, num_delivered=1,
+    )  # fmt: skip
+
+
+def body(message_id: str, **extra) -> bytes:
+    return json.dumps({"message_id": message_id, **extra}).encode()
+
+
+def chain_verifies() -> tuple[int, object]:
+    return verify(AuditEntry.objects.order_by("id").iterator())
+
+
+@pytest.mark.django_db
+def test_a_batch_across_streams_chains_in_order_and_enters_a_duplicate_event_once():
+    batch = [
+        delivery("ORDERS", 1, body("e-1", correlation_id="o-1"), "e-1"),
+        delivery("PAYMENTS", 1, body("e-2", correlation_id="o-1"), "e-2", "payments.failed.v1"),
+        delivery("ORDERS", 2, body("e-1", correlation_id="o-1"), "a-copy-of-e-1"),  # the same event again
+        delivery("INVENTORY", 5, body("e-3", correlation_id=42), "e-3", "inventory.reserved.v1"),
+        delivery("OPERATOR", 9, b"not json \t\n\\", "op-1", "operator.something.v1"),  # kept as received
+        delivery("ORDERS", 3, TRICKY.encode(), "tricky"),
+    ]
+    with transaction.atomic():
+        entries = audit_append(deliveries=batch)
+
+    assert [e.message_id for e in entries] == ["e-1", "e-2", "e-3", "op-1", "tricky"]
+    stored = list(AuditEntry.objects.order_by("id"))
+    assert [e.pk for e in stored] == [e.pk for e in entries], "returned as saved, in chain (id) order"
+    assert [(e.stream, e.stream_sequence) for e in stored] == [
+        ("ORDERS", 1), ("PAYMENTS", 1), ("INVENTORY", 5), ("OPERATOR", 9), ("ORDERS", 3)
+    ]  # fmt: skip
+    assert stored[0].previous_hash == GENESIS
+    assert all(later.previous_hash == earlier.hash for earlier, later in itertools.pairwise(stored))
+    assert [e.correlation_id for e in stored] == ["o-1", "o-1", "42", "", ""]
+    assert stored[3].body == "not json \t\n\\" and stored[4].body == TRICKY, "bodies exactly as received"
+    assert stored[4].headers == {"Nats-Msg-Id": "tricky"}
+    assert chain_verifies() == (5, None)
+
+
+@pytest.mark.django_db
+def test_the_next_batch_continues_the_chain_and_skips_what_is_in_already():
+    with transaction.atomic():
+        audit_append(deliveries=[delivery("ORDERS", 1, body("e-1"), "e-1"), delivery("ORDERS", 2, body("e-2"), "e-2")])
+    with transaction.atomic():
+        assert audit_record(deliveries=[delivery("ORDERS", 1, body("e-1"), "e-1")]) == 0, "replayed: nothing new"
+        e2_copy, e3 = delivery("ORDERS", 2, body("e-2"), "x"), delivery("ORDERS", 3, body("e-3"), "e-3")
+        again = audit_append(deliveries=[e2_copy, e3])
+    assert [e.message_id for e in again] == ["e-3"]
+    assert again[0].previous_hash == AuditEntry.objects.get(message_id="e-2").hash
+    assert chain_verifies() == (3, None)
+    assert audit_append(deliveries=[]) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appenders_keep_one_linear_chain():
+    """Two replicas appending at once: the advisory lock serialises them, no fork, nothing lost."""
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def replica(name: str) -> None:
+        try:
+            barrier.wait(5)
+            for round_ in range(5):
+                batch = [delivery("ORDERS", i, body(f"{name}-{round_}-{i}"), f"{name}-{round_}-{i}") for i in range(40)]
+                with transaction.atomic():
+                    audit_record(deliveries=batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=replica, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert chain_verifies() == (400, None)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"message_id": "m", "correlation_id": "c"}',
+        b'{"message_id": "", "correlation_id": 7}',
+        b'{"message_id": 12, "correlation_id": true, "x": {"message_id": "nested"}}',
+        b'{"message_id": "m"} trailing',
+        b'  {"message_id": "m"}  ',
+        b"\xef\xbb\xbf" + b'{"message_id": "bom"}',
+        '{"message_id": "utf-16"}'.encode("utf-16-le"),
+        b'{"message_id": "\xff"}',
+        b'{"message_id": "dup", "message_id": "last"}',
+        b"[1]",
+        b"{",
+        b"{}",
+        b"",
+        b"not json",
+    ],
+)
+@pytest.mark.parametrize("headers", [{}, {"Nats-Msg-Id": "broker-id"}, {"Eventbus-Message-Id": "original"}])
+def test_event_ids_are_read_as_the_delivery_reads_them(data, headers):
+    from apps.audit.services import _event_ids
+
+    d = Delivery(stream="ORDERS", delivery_subject="orders.created.v1", data=data, headers=headers,
+                 stream_sequence=3, num_delivered=1)  # fmt: skip
+    assert _event_ids(d) == (d.event_message_id, d.correlation_id)
