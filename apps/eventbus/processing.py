@@ -6,6 +6,7 @@ Runs in the runner's worker thread with ordinary Django code; never touches NATS
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -32,9 +33,14 @@ DATABASE_RETRY_DELAY = 5.0
 _LEDGER = ProcessedMessage._meta.db_table
 # The ledger rows go in first: one round trip both claims the new messages and tells the
 # duplicates apart (a concurrent replica's uncommitted row makes this wait for its outcome).
+# The ids and subjects travel as two JSON arrays: encoding them is one C call, where a text[]
+# parameter is quoted element by element in Python (measured: 1.96 -> 1.15 ms CPU per 500).
 _CLAIM_IN_LEDGER = f"""
     INSERT INTO {_LEDGER} (consumer, message_id, subject, processed_at)
-    SELECT %s, message_id, subject, now() FROM unnest(%s::text[], %s::text[]) AS l(message_id, subject)
+    SELECT %s, message_id, subject, now()
+    FROM unnest(
+        ARRAY(SELECT json_array_elements_text(%s::json)), ARRAY(SELECT json_array_elements_text(%s::json))
+    ) AS l(message_id, subject)
     ON CONFLICT (consumer, message_id) DO NOTHING
     RETURNING message_id
 """
@@ -179,8 +185,8 @@ class BatchProcessor:
                 _CLAIM_IN_LEDGER,
                 [
                     self.spec.name,
-                    [deliveries[index].message_id for index in ready],
-                    [deliveries[index].subject for index in ready],
+                    json.dumps([deliveries[index].message_id for index in ready]),
+                    json.dumps([deliveries[index].subject for index in ready]),
                 ],
             )
             new = {message_id for (message_id,) in cursor.fetchall()}
