@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import connection
 from django.utils import timezone
 
 from apps.eventbus.errors import PermanentError, RetryableError
@@ -76,6 +77,17 @@ def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, P
     return answers
 
 
+# One statement for the batch's answers (Django's bulk_update builds a CASE per column and row
+# in Python: measured as the payments consumer's largest cost under load).
+_RECORD = f"""
+    UPDATE {Payment._meta.db_table} AS p
+    SET status = c.status, gateway_charge_id = c.charge_id, failure_reason = c.reason, updated_at = c.updated_at
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+        AS c(id, status, charge_id, reason, updated_at)
+    WHERE p.id = c.id
+"""
+
+
 @dataclass(frozen=True)
 class ChargeAnswer:
     order_id: str
@@ -122,9 +134,9 @@ def payment_charges_record(*, answers: Sequence[ChargeAnswer]) -> None:
             )
         changed[item.order_id] = payment
     if changed:
-        Payment.objects.bulk_update(
-            changed.values(), ["status", "gateway_charge_id", "failure_reason", "updated_at"], batch_size=500
-        )
+        columns = ("pk", "status", "gateway_charge_id", "failure_reason", "updated_at")
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD, [[getattr(payment, column) for payment in changed.values()] for column in columns])
     outbox_write_many(events)
 
 
