@@ -411,3 +411,40 @@ def code_state() -> str:
     head = git("log", "--oneline", "-1") or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return f"{head[:90]}{' (+ uncommitted changes)' if dirty else ''}"
+
+
+async def fetch_ack_ceiling(
+    nc, js, method: Method, *, stream: str, durable: str, subject: str, batch: int, ack_wait: float,
+    max_ack_pending: int,
+) -> float:  # fmt: skip
+    """The best a consumer can do in this process: a durable pull consumer (created untimed) that
+    fetches ``batch`` and acks each message, no other work, until ``method.events`` are acked.
+    Returns the seconds from the first fetch to the last ack flushed to the server."""
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    config = ConsumerConfig(
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subject,
+    )
+    await js.add_consumer(stream, config)
+    subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    acked = 0
+    started = time.perf_counter()
+    while acked < method.events:
+        try:
+            messages = await subscription.fetch(batch, timeout=1.0)
+        except (NatsTimeoutError, TimeoutError):
+            continue
+        for message in messages:
+            await message.ack()
+        acked += len(messages)
+    await nc.flush()  # every ack has reached the server
+    elapsed = time.perf_counter() - started
+    outstanding = await wait_until_settled(js, stream, durable)
+    check(method, "messages left unacknowledged", outstanding, 0)
+    return elapsed

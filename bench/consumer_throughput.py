@@ -173,37 +173,13 @@ class ConsumerBench:
     # -- 1. ceiling --------------------------------------------------------------------
 
     async def ceiling(self, method: Method) -> float:
-        from nats.errors import TimeoutError as NatsTimeoutError
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
         async with benchlib.nats_client(self.servers.nats.url) as nc:
             js = nc.jetstream()
             await self.prepare(js, method.events)
-            config = ConsumerConfig(
-                durable_name=CEILING_CONSUMER,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT,
-                max_ack_pending=MAX_ACK_PENDING,
-                filter_subject=SUBJECT,
-            )
-            await js.add_consumer(STREAM, config)
-            subscription = await js.pull_subscribe_bind(durable=CEILING_CONSUMER, stream=STREAM)
-            acked = 0
-            started = time.perf_counter()
-            while acked < method.events:
-                try:
-                    messages = await subscription.fetch(self.args.batch, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                for message in messages:
-                    await message.ack()
-                acked += len(messages)
-            await nc.flush()  # every ack has reached the server
-            elapsed = time.perf_counter() - started
-            outstanding = await benchlib.wait_until_settled(js, STREAM, CEILING_CONSUMER)
-            benchlib.check(method, "messages left unacknowledged", outstanding, 0)
-            return elapsed
+            return await benchlib.fetch_ack_ceiling(
+                nc, js, method, stream=STREAM, durable=CEILING_CONSUMER, subject=SUBJECT, batch=self.args.batch,
+                ack_wait=ACK_WAIT, max_ack_pending=MAX_ACK_PENDING,
+            )  # fmt: skip
 
     # -- 2. the eventbus runner --------------------------------------------------------
 

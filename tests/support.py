@@ -32,6 +32,19 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def development_check(data_dir, **overrides: str) -> subprocess.CompletedProcess:
+    """``manage.py check`` under the development settings with ``overrides`` (servers unreachable:
+    only the settings are read)."""
+    env = clean_env(
+        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
+        PLATFORM_DATA_DIR=str(data_dir),
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/unused",
+        NATS_URL="nats://127.0.0.1:1",
+    )
+    env.update(overrides)
+    return manage("check", env=env)
+
+
 def manage(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, str(ROOT / "manage.py"), *args],

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from orders_platform.settings.env import env_rate
-from tests.support import ROOT, clean_env, manage
+from tests.support import ROOT, development_check
 
 
 @pytest.mark.parametrize("raw", ["100/minute", "5/s", "20/hour", "1000/day", " 7 / min "])
@@ -35,14 +35,7 @@ def test_a_malformed_rate_names_the_variable(monkeypatch, raw):
     ],
 )
 def test_a_bad_api_setting_stops_start_up(tmp_path, variable, value, message):
-    env = clean_env(
-        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
-        PLATFORM_DATA_DIR=str(tmp_path),
-        DATABASE_URL="postgres://postgres@127.0.0.1:1/unused",
-        NATS_URL="nats://127.0.0.1:1",
-        **{variable: value},
-    )
-    result = manage("check", env=env)
+    result = development_check(tmp_path, **{variable: value})
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,7 @@ import secrets
 
 import pytest
 
-from tests.support import clean_env, manage
+from tests.support import clean_env, development_check, manage
 
 PRODUCTION = "orders_platform.settings.production"
 
@@ -59,14 +59,7 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_the_variable(overrid
 
 
 def test_development_settings_report_bad_values_too(tmp_path):
-    env = clean_env(
-        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
-        PLATFORM_DATA_DIR=str(tmp_path),
-        DATABASE_URL="postgres://postgres@127.0.0.1:1/unused",
-        NATS_URL="nats://127.0.0.1:1",
-        DEBUG="perhaps",
-    )
-    result = manage("check", env=env)
+    result = development_check(tmp_path, DEBUG="perhaps")
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
     assert "Traceback" not in result.stderr
@@ -91,14 +84,7 @@ def test_an_unknown_settings_module_is_named():
     ],
 )
 def test_a_bad_web_server_setting_stops_the_development_start_up(tmp_path, overrides, message):
-    env = clean_env(
-        DJANGO_SETTINGS_MODULE="orders_platform.settings.development",
-        PLATFORM_DATA_DIR=str(tmp_path),
-        DATABASE_URL="postgres://postgres@127.0.0.1:1/unused",
-        NATS_URL="nats://127.0.0.1:1",
-        **overrides,
-    )
-    result = manage("check", env=env)
+    result = development_check(tmp_path, **overrides)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Configuration error (orders_platform.settings.development)" in result.stderr
