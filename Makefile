@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run          the whole platform on embedded PostgreSQL + NATS (http://127.0.0.1:8000)"
 	@echo "make test         the test suite against real PostgreSQL and nats-server processes"
+	@echo "make bench        the benchmark suite (saga through the API, audit consumer), one table"
 	@echo "make lint         ruff lint and format check"
 	@echo "make stop         stop embedded servers left running by standalone manage.py commands"
 	@echo "make clean-data   stop them and delete the data folder (.data)"
