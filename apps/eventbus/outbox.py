@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.db import connection, transaction
 
 from .contracts import Event, validate
@@ -76,11 +78,23 @@ def outbox_write_raw(
     letter as it was received). Same transaction rule."""
     if not transaction.get_connection().in_atomic_block:
         raise TransactionRequired(f"write {subject} inside the transaction.atomic() block of its change")
-    row = OutboxEvent.objects.create(
-        message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers
-    )
-    notify_relay()
+    row = OutboxEvent(message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers)
+    with connection.cursor() as cursor:  # the row and the relays' wake-up in one round trip
+        values = [message_id, subject, aggregate_id, body, json.dumps(headers), NOTIFY_CHANNEL]
+        cursor.execute(_INSERT_AND_NOTIFY, values)
+        row.id, row.created_at = cursor.fetchone()
+    row._state.adding, row._state.db = False, connection.alias
     return row
+
+
+_INSERT_AND_NOTIFY = f"""
+    WITH row AS (
+        INSERT INTO {OutboxEvent._meta.db_table} (message_id, subject, aggregate_id, body, headers, created_at)
+        VALUES (%s, %s, %s, %s, %s::jsonb, now())
+        RETURNING id, created_at
+    )
+    SELECT row.id, row.created_at FROM row, pg_notify(%s, '')
+"""
 
 
 def wire_headers(subject: str) -> dict[str, str]:
