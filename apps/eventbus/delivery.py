@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .contracts import ContractError, Event, decode
@@ -34,16 +35,36 @@ def _ack_subject_fields(msg) -> tuple[str, int, int]:
 
 def correlation_id_of(data: bytes) -> str:
     """The ``correlation_id`` of a JSON body, or "" (for bodies that are not valid events)."""
-    return _body_field(data, "correlation_id")
+    return _field(_json_object(data), "correlation_id")
 
 
-def _body_field(data: bytes, name: str) -> str:
+def _json_object(data: bytes) -> dict:
+    """The body's top-level JSON object, or {} for anything else (deep nesting included)."""
     try:
         body = json.loads(data)
-    except ValueError:
-        return ""
-    value = body.get(name) if isinstance(body, dict) else None
+    except (ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _field(body: dict, name: str) -> str:
+    value = body.get(name)
     return str(value) if isinstance(value, str | int) and value != "" else ""
+
+
+# What the ledger (and the dead-letter table) can hold of a delivery's key.
+MAX_MESSAGE_ID = 100
+MAX_SUBJECT = 200
+
+
+def unstorable_key(message_id: str, subject: str) -> str | None:
+    """Why the ledger cannot record this message id or subject, if it cannot."""
+    for name, value, limit in (("message id", message_id, MAX_MESSAGE_ID), ("subject", subject, MAX_SUBJECT)):
+        if len(value) > limit:
+            return f"its {name} is {len(value)} characters long; at most {limit} are accepted"
+        if "\x00" in value:
+            return f"its {name} contains a NUL character"
+    return None
 
 
 @dataclass
@@ -73,11 +94,7 @@ class Delivery:
             return self.headers[H_MESSAGE_ID]
         if self.event is not None:
             return self.event.message_id
-        return (
-            self.headers.get(H_MSG_ID)
-            or _body_field(self.data, "message_id")
-            or f"{self.stream}:{self.stream_sequence}"
-        )
+        return self.headers.get(H_MSG_ID) or _field(self._body, "message_id") or f"{self.stream}:{self.stream_sequence}"
 
     @property
     def dead_letter_id(self) -> int | None:
@@ -89,13 +106,18 @@ class Delivery:
         """The ``message_id`` inside the body (the event's own id), else :attr:`message_id`."""
         if self.event is not None:
             return self.event.message_id
-        return _body_field(self.data, "message_id") or self.message_id
+        return _field(self._body, "message_id") or self.message_id
 
     @property
     def correlation_id(self) -> str:
         if self.event is not None:
             return self.event.correlation_id or ""
-        return correlation_id_of(self.data)
+        return _field(self._body, "correlation_id")
+
+    @cached_property
+    def _body(self) -> dict:
+        """The body parsed once, for the id properties of a message that was not decoded."""
+        return _json_object(self.data)
 
     @classmethod
     def from_nats(cls, msg, *, decode_event: bool) -> Delivery:
@@ -114,6 +136,8 @@ class Delivery:
                 delivery.event = decode(delivery.subject, msg.data)
             except ContractError as exc:
                 delivery.error = exc
+        if delivery.error is None and (reason := unstorable_key(delivery.message_id, delivery.subject)):
+            delivery.error = ContractError(f"unusable message: {reason}")  # a poison message: dead-lettered at once
         return delivery
 
 

@@ -27,19 +27,7 @@ def outbox_write(
     both commit or neither does. The relay publishes it after commit, in order with the
     other events of ``aggregate_id`` (default: the correlation id, else the message id).
     """
-    event = validate(event)
-    return outbox_write_raw(
-        message_id=event.message_id,
-        subject=event.subject,
-        aggregate_id=aggregate_id or event.correlation_id or event.message_id,
-        body=event.to_json().decode(),
-        headers={
-            **wire_headers(event.subject),
-            "Event-Version": str(event.contract_version()),
-            **current_context_headers(),
-            **(headers or {}),
-        },
-    )
+    return _insert(_row(validate(event), current_context_headers(), aggregate_id=aggregate_id, headers=headers))
 
 
 def outbox_write_many(events: list[Event]) -> list[OutboxEvent]:
@@ -53,22 +41,25 @@ def outbox_write_many(events: list[Event]) -> list[OutboxEvent]:
     if not events:
         return []
     trace = current_context_headers()
-    rows = []
-    for event in events:
-        event = validate(event)
-        headers = {**wire_headers(event.subject), "Event-Version": str(event.contract_version()), **trace}
-        rows.append(
-            OutboxEvent(
-                message_id=event.message_id,
-                subject=event.subject,
-                aggregate_id=event.correlation_id or event.message_id,
-                body=event.to_json().decode(),
-                headers=headers,
-            )
-        )
-    rows = OutboxEvent.objects.bulk_create(rows)
+    rows = OutboxEvent.objects.bulk_create([_row(validate(event), trace) for event in events])
     notify_relay()
     return rows
+
+
+def _row(event: Event, trace: dict[str, str], *, aggregate_id: str | None = None, headers=None) -> OutboxEvent:
+    """The outbox row of a validated event, unsaved."""
+    return OutboxEvent(
+        message_id=event.message_id,
+        subject=event.subject,
+        aggregate_id=aggregate_id or event.correlation_id or event.message_id,
+        body=event.to_json().decode(),
+        headers={
+            **wire_headers(event.subject),
+            "Event-Version": str(event.contract_version()),
+            **trace,
+            **(headers or {}),
+        },
+    )
 
 
 def outbox_write_raw(
@@ -76,11 +67,17 @@ def outbox_write_raw(
 ) -> OutboxEvent:
     """Write an already-encoded message (``outbox_write`` after validation; a reprocessed dead
     letter as it was received). Same transaction rule."""
+    return _insert(
+        OutboxEvent(message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers)
+    )
+
+
+def _insert(row: OutboxEvent) -> OutboxEvent:
+    """Save the row and wake the relays, in one round trip, inside the caller's transaction."""
     if not transaction.get_connection().in_atomic_block:
-        raise TransactionRequired(f"write {subject} inside the transaction.atomic() block of its change")
-    row = OutboxEvent(message_id=message_id, subject=subject, aggregate_id=aggregate_id, body=body, headers=headers)
-    with connection.cursor() as cursor:  # the row and the relays' wake-up in one round trip
-        values = [message_id, subject, aggregate_id, body, json.dumps(headers), NOTIFY_CHANNEL]
+        raise TransactionRequired(f"write {row.subject} inside the transaction.atomic() block of its change")
+    with connection.cursor() as cursor:
+        values = [row.message_id, row.subject, row.aggregate_id, row.body, json.dumps(row.headers), NOTIFY_CHANNEL]
         cursor.execute(_INSERT_AND_NOTIFY, values)
         row.id, row.created_at = cursor.fetchone()
     row._state.adding, row._state.db = False, connection.alias

@@ -71,18 +71,8 @@ def classify(exc: BaseException) -> Outcome:
 class Prepared:
     """What the prepare steps of a batch's handlers returned, made outside its transaction."""
 
-    results: dict[Callable, dict[int, object]] = field(default_factory=dict)  # handler -> index -> its result
+    results: dict[Callable, dict] = field(default_factory=dict)  # handler -> the mappings its prepare returned
     failed: dict[int, Outcome] = field(default_factory=dict)  # deliveries whose prepare step raised
-
-    def for_group(self, handler: Callable, indexes: list[int]) -> dict:
-        """What ``handler``'s prepare step returned for these deliveries, as one mapping."""
-        distinct = {id(value): value for value in (self.results[handler][index] for index in indexes)}
-        if len(distinct) == 1:
-            return next(iter(distinct.values()))
-        merged: dict = {}  # prepare ran more than once (one event at a time after a failure)
-        for value in distinct.values():
-            merged.update(value)
-        return merged
 
 
 class BatchProcessor:
@@ -108,7 +98,7 @@ class BatchProcessor:
             if handler is not None and preparer_of(handler) is not None:
                 groups.setdefault(handler, []).append(index)
         for handler, indexes in groups.items():
-            results = prepared.results.setdefault(handler, {})
+            results = prepared.results.setdefault(handler, {})  # one mapping, however many calls made it
             pending = [indexes]
             while pending:
                 group = pending.pop(0)
@@ -126,7 +116,7 @@ class BatchProcessor:
                     metrics.PROCESSING_ERRORS.labels(self.spec.name, type(exc).__name__).inc()
                     prepared.failed[group[0]] = classify(exc)
                 else:
-                    results.update(dict.fromkeys(group, value))
+                    results.update(value)
         return prepared
 
     def process(self, deliveries: list[Delivery], prepared: Prepared | None = None) -> list[Outcome]:
@@ -201,7 +191,7 @@ class BatchProcessor:
                         dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="already handled")
                     results[index] = Outcome.duplicate()
             for handler, group in self._groups(deliveries, todo, grouped=grouped):
-                extra = (prepared.for_group(handler, group),) if preparer_of(handler) is not None else ()
+                extra = (prepared.results[handler],) if preparer_of(handler) is not None else ()
                 self._run(handler, [(index, deliveries[index]) for index in group], extra)
                 for index in group:
                     results[index] = Outcome.handled()

@@ -140,16 +140,11 @@ def payment_charges_record(*, answers: Sequence[ChargeAnswer]) -> None:
     outbox_write_many(events)
 
 
-def payment_charge_record(*, order_id: str, answer: ProviderAnswer | None, causation_id: str) -> Payment | None:
-    """Record the provider's answer to one order's charge, with its event. Call inside a transaction."""
-    payment_charges_record(answers=[ChargeAnswer(order_id, answer, causation_id)])
-    return Payment.objects.filter(order_id=order_id).first()
-
-
 def payment_capture(*, order_id: str, amount: Decimal, currency: str, causation_id: str) -> Payment | None:
     """Charge one order: claim, call and record. Call outside a transaction (see the module)."""
     answers = payment_charges_request(requests=[ChargeRequest(order_id, amount, currency)])
-    return payment_charge_record(order_id=order_id, answer=answers.get(order_id), causation_id=causation_id)
+    payment_charges_record(answers=[ChargeAnswer(order_id, answers.get(order_id), causation_id)])
+    return Payment.objects.filter(order_id=order_id).first()
 
 
 def payment_refunds_request(*, order_ids: Sequence[str]) -> dict[str, ProviderAnswer]:

@@ -236,12 +236,45 @@ def test_concurrent_appenders_keep_one_linear_chain():
         b"{}",
         b"",
         b"not json",
+        b"[" * 100_000,  # deeper than the JSON parser recurses
+        b'{"message_id": ' * 100_000,
     ],
 )
 @pytest.mark.parametrize("headers", [{}, {"Nats-Msg-Id": "broker-id"}, {"Eventbus-Message-Id": "original"}])
+@pytest.mark.django_db
 def test_event_ids_are_read_as_the_delivery_reads_them(data, headers):
-    from apps.audit.services import _event_ids
-
     d = Delivery(stream="ORDERS", delivery_subject="orders.created.v1", data=data, headers=headers,
                  stream_sequence=3, num_delivered=1)  # fmt: skip
-    assert _event_ids(d) == (d.event_message_id, d.correlation_id)
+    with transaction.atomic():
+        (entry,) = audit_append(deliveries=[d])
+    assert (entry.message_id, entry.correlation_id) == (d.event_message_id, d.correlation_id)
+
+
+@pytest.mark.django_db
+def test_bodies_and_ids_the_columns_cannot_hold_are_entered_storably_and_chained():
+    """A NUL byte (PostgreSQL text refuses it) or a 101-character event id once failed the whole
+    append on every delivery; each is entered, and the chain verifies."""
+    long_ids = b'{"message_id": "' + b"e" * 101 + b'", "correlation_id": "' + b"c" * 101 + b'"}'
+    inputs = [
+        (b"\x00", {"Nats-Msg-Id": "nul-body"}),
+        (long_ids, {"Nats-Msg-Id": "long"}),
+        (b'{"message_id": "nul-in-correlation", "correlation_id": "a\\u0000b"}', {"X-Note": "a\x00b"}),
+    ]
+    deliveries = [
+        Delivery(
+            stream="ORDERS",
+            delivery_subject="orders.created.v1",
+            data=data,
+            headers=headers,
+            stream_sequence=n,
+            num_delivered=1,
+        )
+        for n, (data, headers) in enumerate(inputs, start=1)
+    ]
+    with transaction.atomic():
+        entries = audit_append(deliveries=deliveries)
+    assert [(e.message_id, e.correlation_id) for e in entries] == [
+        ("nul-body", ""), ("long", ""), ("nul-in-correlation", ""),
+    ]  # fmt: skip
+    assert entries[0].body == "\ufffd" and entries[2].headers == {"X-Note": "a\ufffdb"}
+    assert chain_verifies() == (3, None)

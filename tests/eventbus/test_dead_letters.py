@@ -137,3 +137,24 @@ def test_discard_needs_a_reason_and_is_recorded(bus):
     assert row.history.last().note == "test order, not real" and row.history.last().actor == operator
     with pytest.raises(DeadLetterStateError):
         dead_letter_reprocess(dead_letter=row, actor=operator)
+
+
+def test_a_message_whose_key_the_ledger_cannot_hold_is_dead_lettered_and_the_consumer_goes_on(bus):
+    """A 101-character id or a NUL in it once failed the ledger insert and stopped the consumer,
+    on every redelivery; it is poison: dead-lettered at once, with the messages after it handled."""
+    long_id = bus.publish("testing.happened.v1", {"note": "x"}, msg_id="m" * 101)
+    nul_id = bus.publish("testing.happened.v1", b'{"message_id": "a\\u0000b"}')
+    long_subject = bus.publish(
+        "testing.happened.v1", {"note": "x"}, headers={"Eventbus-Original-Subject": "testing." + "s" * 200}
+    )
+    bus.publish_event(SomethingHappened(value=1))
+    with bus.consumer("testing-raw"):
+        headers = dlq_headers(bus, 3)
+        wait_for(lambda: Effect.objects.filter(consumer="testing-raw").count() == 1)
+    by_sequence = {int(h[dl.H_SEQUENCE]): h for h in headers}
+    assert set(by_sequence) == {long_id.seq, nul_id.seq, long_subject.seq}
+    assert all(h[dl.H_ERROR_TYPE] == "ContractError" and h[dl.H_ATTEMPTS] == "1" for h in headers)
+    assert "message id is 101 characters long" in by_sequence[long_id.seq][dl.H_ERROR]
+    assert "message id contains a NUL character" in by_sequence[nul_id.seq][dl.H_ERROR]
+    assert "subject is 208 characters long" in by_sequence[long_subject.seq][dl.H_ERROR]
+    assert ProcessedMessage.objects.filter(consumer="testing-raw").count() == 1
