@@ -47,6 +47,10 @@ FETCH_WAIT = 1.0  # seconds a fetch waits for messages; also the worst-case shut
 PENDING_POLL = 5.0
 
 
+class ConnectionLost(RuntimeError):
+    """The NATS client is closed for good: the process must exit and be restarted."""
+
+
 class MaxDeliveriesExceeded(Exception):
     """The server gave up on a message (its last delivery was never acknowledged)."""
 
@@ -179,10 +183,17 @@ class ConsumerRunner:
         except (NatsTimeoutError, TimeoutError):
             return []
         except (ConnectionClosedError, NoServersError, OSError) as exc:
+            self._exit_if_deaf()
             logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
             await asyncio.sleep(0.5)
             return []
         return [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
+
+    def _exit_if_deaf(self) -> None:
+        """A client closed for good (nats-py closes it after some server errors) never reconnects:
+        fetching on would keep the process alive but deaf, so it exits for its supervisor to restart."""
+        if self.nc.is_closed:
+            raise ConnectionLost(f"consumer {self.spec.name}: the NATS connection is closed for good")
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         if deliveries:
@@ -265,6 +276,7 @@ class ConsumerRunner:
             except (NatsTimeoutError, TimeoutError):
                 continue
             except (ConnectionClosedError, NoServersError, OSError):
+                self._exit_if_deaf()
                 await asyncio.sleep(0.5)
                 continue
             for advisory in advisories:

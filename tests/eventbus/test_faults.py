@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -171,3 +172,16 @@ def _count_effects() -> int:
     except Exception:  # noqa: BLE001 - the test's own connection died with the server
         connection.close()
         return -1
+
+
+def test_a_consumer_whose_nats_client_is_closed_for_good_exits_instead_of_staying_deaf(bus):
+    """nats-py closes a client for good after some server errors; the runner then exits (for its
+    supervisor to restart it) instead of failing to fetch every half second for ever."""
+    from apps.eventbus.runner import ConnectionLost
+
+    worker = bus.consumer("testing")
+    with pytest.raises(ConnectionLost, match="closed for good"), worker:
+        runner = worker.worker
+        wait_for(lambda: getattr(runner, "nc", None) is not None and runner.nc.is_connected, timeout=10)
+        asyncio.run_coroutine_threadsafe(runner.nc.close(), worker.loop).result(10)
+        wait_for(lambda: not worker._thread.is_alive(), timeout=15, message="the runner stayed alive, deaf")
