@@ -107,18 +107,19 @@ def _cell(value):
 
 
 def indented_json(value) -> str | None:
-    """A JSON value, or text holding one, as indented JSON text; None for text that is not JSON."""
-    if isinstance(value, str):
-        try:
+    """A JSON value, or text holding one, as indented JSON text; None for text that is not JSON (or
+    nested too deeply to indent: a hostile body must not break the page that shows it)."""
+    try:
+        if isinstance(value, str):
             value = json.loads(value)
-        except ValueError:
-            return None
-    return json.dumps(value, indent=2, ensure_ascii=False)
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to indent: shown as it is
+        return None
 
 
 def pretty_json(value) -> str:
     """A JSON value, or text holding one, indented in an escaped ``<pre>``; other text as it is."""
     text = indented_json(value)
     if text is None:
-        return format_html('<pre class="raw">{}</pre>', value)
+        return format_html('<pre class="raw">{}</pre>', value if isinstance(value, str) else repr(value))
     return format_html('<pre class="json">{}</pre>', text)

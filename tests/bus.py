@@ -125,6 +125,14 @@ class Bus:
     def relay(self, batch_size: int = 500) -> BackgroundWorker:
         return BackgroundWorker(Relay(batch_size=batch_size, poll_interval=0.2))
 
+    @contextlib.contextmanager
+    def running(self, *consumers: str):
+        """The relay and the named consumers, each in a thread, for the duration of the block."""
+        with contextlib.ExitStack() as stack:
+            for worker in (self.relay(), *(self.consumer(name) for name in consumers)):
+                stack.enter_context(worker)
+            yield
+
     def consumer_process(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         env = clean_env(
             DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
@@ -150,3 +158,18 @@ def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float =
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(sig)
     return process.wait(timeout=timeout)
+
+
+def decided(order_id, timeout: float = 30):
+    """The order once the saga has decided it (no longer PENDING)."""
+    from apps.orders.models import Order
+
+    wait_for(lambda: Order.objects.get(pk=order_id).status != "PENDING", timeout=timeout)
+    return Order.objects.get(pk=order_id)
+
+
+def final(order, timeout: float = 30) -> str:
+    """The order's status once decided (``order`` is refreshed)."""
+    decided(order.pk, timeout)
+    order.refresh_from_db()
+    return order.status

@@ -52,3 +52,8 @@ class Gateway:
         status, body, _ = self.call("PUT", "/_control", values)
         assert status == 200, body
         return body
+
+
+def charges(gateway: Gateway, reference) -> list[dict]:
+    """The charges the simulator holds for one reference (an order id)."""
+    return gateway.call("GET", f"/v1/charges?reference={reference}")[1]["data"]

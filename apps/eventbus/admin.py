@@ -6,13 +6,16 @@ and neither the full count nor filter counts are computed."""
 
 from datetime import timedelta
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.utils import timezone
 
-from orders_platform.admin_base import LargeTableAdmin, order_link, pretty_json
+from orders_platform.admin_base import LargeTableAdmin, ReadOnlyAdmin, order_link, pretty_json
 
 from .contracts import all_contracts
-from .models import OutboxEvent, ProcessedMessage
+from .models import OutboxDeadLetter, OutboxEvent, ProcessedMessage
+from .outbox import OutboxDeadLetterStateError, outbox_dead_letter_discard, outbox_dead_letter_requeue
 from .registry import REDELIVER_PREFIX, registry
 
 BACKLOG_COUNT_LIMIT = 100_000  # an outage's backlog is counted up to here, so the page stays fast
@@ -136,3 +139,71 @@ class ProcessedMessageAdmin(LargeTableAdmin):
     ordering = ["-processed_at"]  # ledger_processed_at_idx
     fields = ["id", "consumer", "message_id", "subject", "processed_at"]
     readonly_fields = fields
+
+
+class SetAsideActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=500, help_text="Why (required to discard)")
+
+
+@admin.register(OutboxDeadLetter)
+class OutboxDeadLetterAdmin(ReadOnlyAdmin):
+    """Events JetStream could never accept as they were (no stream for the subject, over the
+    server's max_payload, a header it refuses), set aside by the relay so nothing waits behind
+    them. Requeue a copy once the cause is fixed, or discard with a reason; both are audited."""
+
+    list_display = ["refused_at", "subject", "aggregate", "message_id", "reason", "status"]
+    list_filter = ["status"]
+    search_fields = ["message_id__exact", "aggregate_id__exact"]
+    search_help_text = "A message id or an aggregate (order) id (exact)."
+    ordering = ["-refused_at", "-id"]
+    fieldsets = [
+        (None, {"fields": ["outbox_id", "message_id", "subject", "aggregate", "created_at", "refused_at", "reason"]}),
+        ("Status", {"fields": ["status", "status_changed_at", "note"]}),
+        ("Message", {"fields": ["body_size", "pretty_headers", "body"]}),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    actions = ["requeue_selected", "discard_selected"]
+    action_form = SetAsideActionForm
+
+    def has_requeue_permission(self, request) -> bool:
+        return request.user.has_perm("eventbus.requeue_outboxdeadletter")
+
+    @admin.display(description="aggregate", ordering="aggregate_id")
+    def aggregate(self, dead):
+        return order_link(dead.aggregate_id)
+
+    @admin.display(description="body size")
+    def body_size(self, dead):
+        return f"{len(dead.body.encode()):,} bytes"
+
+    @admin.display(description="headers")
+    def pretty_headers(self, dead):
+        return pretty_json(dead.headers)
+
+    @admin.action(description="Requeue a copy of the selected events (after fixing the cause)", permissions=["requeue"])
+    def requeue_selected(self, request, queryset):
+        done = 0
+        for dead in queryset.filter(status=OutboxDeadLetter.Status.REFUSED):
+            try:
+                outbox_dead_letter_requeue(dead=dead, actor=request.user)
+            except OutboxDeadLetterStateError as exc:
+                self.message_user(request, f"Not requeued: {exc}.", messages.WARNING)
+            else:
+                done += 1
+        self.message_user(request, f"{done} event(s) requeued.", messages.SUCCESS if done else messages.WARNING)
+
+    @admin.action(description="Discard the selected events (a reason is required)", permissions=["requeue"])
+    def discard_selected(self, request, queryset):
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            self.message_user(request, "Give a reason to discard events; nothing was discarded.", messages.ERROR)
+            return
+        done = 0
+        for dead in queryset.filter(status=OutboxDeadLetter.Status.REFUSED):
+            try:
+                outbox_dead_letter_discard(dead=dead, actor=request.user, reason=reason)
+            except OutboxDeadLetterStateError as exc:
+                self.message_user(request, f"Not discarded: {exc}.", messages.WARNING)
+            else:
+                done += 1
+        self.message_user(request, f"{done} event(s) discarded.", messages.SUCCESS if done else messages.WARNING)

@@ -7,11 +7,16 @@ import logging
 import ssl
 from typing import Any
 
-import nats
 from django.conf import settings
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 
 logger = logging.getLogger(__name__)
+
+
+class ConnectionLost(RuntimeError):
+    """The NATS client is closed for good (nats-py closes it after some server errors and never
+    reconnects): the process must exit non-zero and be restarted by its supervisor."""
 
 
 def connect_options(**overrides: Any) -> dict[str, Any]:
@@ -24,7 +29,6 @@ def connect_options(**overrides: Any) -> dict[str, Any]:
         "name": config["NAME"],
         "connect_timeout": config["CONNECT_TIMEOUT"],
         "error_cb": _on_error,
-        "disconnected_cb": _on_disconnected,
         "reconnected_cb": _on_reconnected,
     }
     if config["CREDS"]:
@@ -46,7 +50,17 @@ def connect_options(**overrides: Any) -> dict[str, Any]:
 
 async def connect(**overrides: Any) -> Client:
     """A connected client; see ``connect_options`` for what can be overridden."""
-    return await nats.connect(**connect_options(**overrides))
+    client = Client()
+
+    async def on_disconnected() -> None:
+        # A close this process asked for is no news; losing the server is.
+        if client.is_closed or getattr(client, "eventbus_closing", False):
+            logger.info("NATS connection closed")
+        else:
+            logger.warning("NATS disconnected")
+
+    await client.connect(**connect_options(**{"disconnected_cb": on_disconnected, **overrides}))
+    return client
 
 
 async def close_client(client: Client, timeout: float = 5.0) -> None:
@@ -55,6 +69,7 @@ async def close_client(client: Client, timeout: float = 5.0) -> None:
     Not ``drain()``: it waits for the pending queues of pull subscriptions, which nothing
     reads once the fetch loop has stopped, so it would only time out.
     """
+    client.eventbus_closing = True
     with contextlib.suppress(Exception):
         await client.flush(timeout=timeout)
     with contextlib.suppress(Exception):
@@ -65,9 +80,22 @@ async def _on_error(exc: Exception) -> None:
     logger.warning("NATS error: %s", exc)
 
 
-async def _on_disconnected() -> None:
-    logger.warning("NATS disconnected")
-
-
 async def _on_reconnected() -> None:
     logger.info("NATS reconnected")
+
+
+# nats-py takes any fetched message with a ``Status`` header for a status message of the server
+# (no messages, timeout, 503...) whatever it is: a producer's message that carries one is
+# dropped unseen, or fails the whole fetch (a 503, a status without a description), again on
+# every redelivery. A stored message always comes with its ``$JS.ACK.`` reply subject, which
+# the server's own status messages never have: such a message is a message, whatever its headers.
+_nats_status_of = JetStreamContext.is_status_msg
+
+
+def _status_of(msg) -> str | None:
+    if msg is not None and msg.reply and msg.reply.startswith("$JS.ACK."):
+        return None
+    return _nats_status_of(msg)
+
+
+JetStreamContext.is_status_msg = staticmethod(_status_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -52,6 +53,8 @@ def _field(body: dict, name: str) -> str:
     return str(value) if isinstance(value, str | int) and value != "" else ""
 
 
+_ID = re.compile(r"[0-9]{1,18}")  # a row id (str.isdigit() also takes "²", which int() refuses)
+
 # What the ledger (and the dead-letter table) can hold of a delivery's key.
 MAX_MESSAGE_ID = 100
 MAX_SUBJECT = 200
@@ -99,7 +102,7 @@ class Delivery:
     @property
     def dead_letter_id(self) -> int | None:
         value = self.headers.get(H_DEAD_LETTER_ID)
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and _ID.fullmatch(value) else None
 
     @property
     def event_message_id(self) -> str:
@@ -143,7 +146,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # handled | duplicate | retry | dead_letter
+    kind: str  # handled | duplicate | retry | dead_letter | unavailable (the database is down)
     error: BaseException | None = None
     delay: float | None = None
     traceback: str = ""

@@ -14,10 +14,10 @@ class RetryableError(Exception):
 
 
 class DependencyDown(RetryableError):
-    """A dependency every message needs is down (a circuit breaker opened): the runner naks
-    the batch and pauses its JetStream consumer server-side for ``pause`` seconds instead of
-    burning deliveries. When the pause ends the server delivers again: the first messages
-    probe the dependency."""
+    """A dependency every message needs is down (a circuit breaker opened): the runner keeps
+    the batch in hand (in progress on the server: no delivery is spent), pauses its JetStream
+    consumer server-side for ``pause`` seconds so its other replicas stop too, and then
+    handles the batch again: its first messages probe the dependency."""
 
     def __init__(self, message: str = "", *, pause: float) -> None:
         super().__init__(message, delay=pause)

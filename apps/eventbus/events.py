@@ -73,3 +73,22 @@ class ConsumerResumed(OperatorAction):
     subject = "operator.consumer_resumed.v1"
     consumer: str
     streams: tuple[str, ...]
+
+
+class OutboxEventActionBase(OperatorAction):
+    """An operator acted on an event the relay had set aside (JetStream could not accept it)."""
+
+    outbox_dead_letter_id: int
+    subject_of_event: str = Field(max_length=200)
+    event_message_id: str = Field(max_length=100)
+    aggregate_id: str = Field(max_length=100)
+    refusal: str
+
+
+class OutboxEventRequeued(OutboxEventActionBase):
+    subject = "operator.outbox_event_requeued.v1"
+
+
+class OutboxEventDiscarded(OutboxEventActionBase):
+    subject = "operator.outbox_event_discarded.v1"
+    reason: str = Field(min_length=1)

@@ -22,7 +22,20 @@ CONSUMER_PENDING = Gauge(
     ["consumer"],
 )
 OUTBOX_BACKLOG = Gauge("eventbus_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_REFUSED = Counter(
+    "eventbus_outbox_refused", "Outbox rows JetStream can never accept as they are, set aside for an operator"
+)
 OUTBOX_OLDEST_AGE = Gauge("eventbus_outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished outbox row")
 CONSUMER_PAUSES = Counter(
     "nats_consumer_pauses", "Server-side pauses of a consumer because a dependency was down", ["consumer"]
+)
+CONSUMER_WAITING = Gauge(
+    "eventbus_consumer_waiting_for_dependency",
+    "1 while a consumer holds its messages until a dependency (the database) answers again",
+    ["consumer", "dependency"],
+)
+CONSUMER_LAST_FETCH = Gauge(
+    "eventbus_consumer_last_fetch_timestamp_seconds",
+    "When the consumer last completed a fetch (messages or none): its liveness signal",
+    ["consumer"],
 )

@@ -15,6 +15,8 @@ class OutboxEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     stream_sequence = models.BigIntegerField(null=True, blank=True)
+    # A relay publishing the row holds it until then (no transaction stays open meanwhile).
+    leased_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # No index on sent_at itself: marking a row sent then writes one fewer index entry.
@@ -62,7 +64,14 @@ class DeadLetter(models.Model):
     stream_sequence = models.BigIntegerField()
     message_id = models.CharField(max_length=100, blank=True)
     correlation_id = models.CharField(max_length=100, blank=True)
-    data = models.TextField(help_text="The original message body, as received")
+    data = models.TextField(help_text="The original message body, as received (escaped when raw_data is set)")
+    raw_data = models.BinaryField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The original body's exact bytes when data cannot hold them (not UTF-8, or NUL characters)",
+    )
+    size = models.PositiveIntegerField(default=0, help_text="The original body's size in bytes")
     edited_data = models.TextField(blank=True, help_text="An operator's correction, delivered instead of data")
     headers = models.JSONField(default=dict, help_text="The original message's headers")
     error_type = models.CharField(max_length=200)
@@ -99,6 +108,29 @@ class DeadLetter(models.Model):
         return f"{self.consumer} {self.subject} #{self.stream_sequence}"
 
 
+class DeadLetterBody(models.Model):
+    """A dead letter's body that could not travel again with its dead-letter headers (the
+    server's max_payload counts both): the runner keeps it here, keyed by the dead letter's
+    identity, before publishing the dead letter without it; the dead-letters consumer moves it
+    into the DeadLetter row it records."""
+
+    consumer = models.CharField(max_length=100)
+    stream = models.CharField(max_length=100)
+    stream_sequence = models.BigIntegerField()
+    body = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "stream", "stream_sequence"], name="dead_letter_body_once_per_message"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.stream} #{self.stream_sequence} ({len(self.body)} bytes)"
+
+
 class DeadLetterEvent(models.Model):
     """Everything that happened to a dead letter: each failure and each operator action."""
 
@@ -120,3 +152,35 @@ class DeadLetterEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class OutboxDeadLetter(models.Model):
+    """An outbox row JetStream can never accept as it is (no stream captures its subject, too
+    large for the server, a header it refuses), set aside by the relay so that nothing waits
+    behind it. An operator requeues a copy (after the cause is fixed) or discards it."""
+
+    class Status(models.TextChoices):
+        REFUSED = "refused"
+        REQUEUED = "requeued"
+        DISCARDED = "discarded"
+
+    outbox_id = models.BigIntegerField(help_text="The id the row had in the outbox")
+    message_id = models.CharField(max_length=100)
+    subject = models.CharField(max_length=200)
+    aggregate_id = models.CharField(max_length=100)
+    body = models.TextField()
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(help_text="When the event was written to the outbox")
+    refused_at = models.DateTimeField()
+    reason = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REFUSED)
+    status_changed_at = models.DateTimeField()
+    note = models.TextField(blank=True, help_text="Who requeued or discarded it, and why")
+
+    class Meta:
+        ordering = ["-refused_at", "-id"]
+        indexes = [models.Index(fields=["status", "-refused_at"], name="outbox_dead_letter_status_idx")]
+        permissions = [("requeue_outboxdeadletter", "Can requeue or discard events the relay set aside")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.message_id}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from .contracts import Event, validate
-from .models import OutboxEvent
+from .events import OutboxEventDiscarded, OutboxEventRequeued
+from .models import OutboxDeadLetter, OutboxEvent
 from .tracing import current_context_headers
 
 NOTIFY_CHANNEL = "eventbus_outbox"
@@ -102,3 +104,64 @@ def notify_relay() -> None:
     """Wake the relays; PostgreSQL delivers the notification on commit, and not on rollback."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+
+
+# -- events the relay set aside ---------------------------------------------------------
+
+
+class OutboxDeadLetterStateError(Exception):
+    """The event was already requeued or discarded."""
+
+
+def _set_aside_event(dead: OutboxDeadLetter, actor) -> dict:
+    from .services import actor_fields  # services imports this module
+
+    return {
+        "outbox_dead_letter_id": dead.pk,
+        "subject_of_event": dead.subject,
+        "event_message_id": dead.message_id,
+        "aggregate_id": dead.aggregate_id,
+        "refusal": dead.reason[:2000],
+        "correlation_id": dead.aggregate_id,
+        **actor_fields(actor),
+    }
+
+
+def _lock_refused(dead: OutboxDeadLetter) -> OutboxDeadLetter:
+    dead = OutboxDeadLetter.objects.select_for_update().get(pk=dead.pk)
+    if dead.status != OutboxDeadLetter.Status.REFUSED:
+        raise OutboxDeadLetterStateError(f"event {dead.message_id} was already {dead.status}")
+    return dead
+
+
+def _close(dead: OutboxDeadLetter, status: str, note: str) -> None:
+    dead.status, dead.note, dead.status_changed_at = status, note, timezone.now()
+    dead.save(update_fields=["status", "note", "status_changed_at"])
+
+
+@transaction.atomic
+def outbox_dead_letter_requeue(*, dead: OutboxDeadLetter, actor) -> OutboxEvent:
+    """Put a copy of a set-aside event back in the outbox, after its cause was fixed (its stream
+    now exists, the server's limit was raised): published at the end of the line, with its own
+    message id (JetStream drops it if it did get through after all)."""
+    dead = _lock_refused(dead)
+    row = outbox_write_raw(
+        message_id=dead.message_id,
+        subject=dead.subject,
+        aggregate_id=dead.aggregate_id,
+        body=dead.body,
+        headers=dead.headers,
+    )
+    _close(dead, OutboxDeadLetter.Status.REQUEUED, f"requeued by {getattr(actor, 'username', '') or 'the platform'}")
+    outbox_write(OutboxEventRequeued(**_set_aside_event(dead, actor)))
+    return row
+
+
+@transaction.atomic
+def outbox_dead_letter_discard(*, dead: OutboxDeadLetter, actor, reason: str) -> None:
+    """Give up on a set-aside event, for a stated reason (kept, with who did it)."""
+    if not reason.strip():
+        raise ValueError("a reason is required to discard an event")
+    dead = _lock_refused(dead)
+    _close(dead, OutboxDeadLetter.Status.DISCARDED, reason.strip())
+    outbox_write(OutboxEventDiscarded(**_set_aside_event(dead, actor), reason=reason.strip()))

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from django.db import InterfaceError, OperationalError, connection, transaction
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -28,7 +29,8 @@ from .tracing import context_from, tracer
 
 logger = logging.getLogger(__name__)
 
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+# Django's wrappers, and psycopg's own for code that works on the raw cursor (a COPY).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 DATABASE_RETRY_DELAY = 5.0
 _LEDGER = ProcessedMessage._meta.db_table
 # The ledger rows go in first: one round trip both claims the new messages and tells the
@@ -108,7 +110,7 @@ class BatchProcessor:
                     logger.warning("database unavailable while preparing, %d message(s) will be retried", len(group))
                     _reset_connection()
                     for index in group:
-                        prepared.failed[index] = Outcome("retry", exc, delay=DATABASE_RETRY_DELAY)
+                        prepared.failed[index] = Outcome("unavailable", exc, delay=DATABASE_RETRY_DELAY)
                 except Exception as exc:  # noqa: BLE001 - the failure becomes the message's outcome
                     if len(group) > 1:
                         pending.extend([index] for index in group)
@@ -162,7 +164,7 @@ class BatchProcessor:
                 logger.warning("database unavailable, %d message(s) will be retried: %s", len(ready), exc)
                 _reset_connection()
                 for index in ready:
-                    outcomes[index] = Outcome("retry", exc, delay=DATABASE_RETRY_DELAY)
+                    outcomes[index] = Outcome("unavailable", exc, delay=DATABASE_RETRY_DELAY)
                 break
         return [outcomes[index] for index in range(len(deliveries))]
 
@@ -268,6 +270,17 @@ def _start_span(consumer: str, items: list[tuple[int, Delivery]]):
 
 def _tracing_enabled() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def database_ready() -> bool:
+    """Whether the database answers (this thread's connection, reopened if it was lost)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DATABASE_UNAVAILABLE:
+        _reset_connection()
+        return False
 
 
 def _reset_connection() -> None:

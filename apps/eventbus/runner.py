@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import connections
-from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoServersError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from . import metrics
-from .connection import close_client, connect
+from .connection import ConnectionLost, close_client, connect
 from .deadletters import dead_letter_headers, dlq_subject
 from .delivery import Delivery, Outcome
 from .errors import DependencyDown
-from .processing import BatchProcessor, Prepared
+from .processing import BatchProcessor, Prepared, database_ready
 from .registry import (
     ADVISORY_STREAM,
     DLQ_STREAM,
@@ -45,10 +45,26 @@ logger = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a fetch waits for messages; also the worst-case shutdown latency
 PENDING_POLL = 5.0
+DATABASE_PROBE = 1.0  # seconds between checks of a database that was unavailable
+# A fetch that fails for one of these waits and tries again (the client reconnects by itself,
+# JetStream answers 503 while the server starts or stops); anything else ends the process.
+FETCH_TRANSIENT = (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoServersError,
+    StaleConnectionError,
+    ServiceUnavailableError,
+    OSError,
+)
+
+__all__ = ["ConnectionLost", "ConsumerRunner", "MaxDeliveriesExceeded"]
 
 
-class ConnectionLost(RuntimeError):
-    """The NATS client is closed for good: the process must exit and be restarted."""
+def held(outcome: Outcome) -> bool:
+    """Not the message's fault: a dependency every message needs is down. The runner keeps such
+    messages in hand (in progress on the server, no delivery spent) and handles them again
+    once the dependency is back."""
+    return outcome.kind == "unavailable" or isinstance(outcome.error, DependencyDown)
 
 
 class MaxDeliveriesExceeded(Exception):
@@ -85,6 +101,7 @@ class ConsumerRunner:
         self._next_preparer = itertools.cycle(self.preparers)
         self.max_deliver = spec.setting("MAX_DELIVER")
         self.ack_wait = float(spec.setting("ACK_WAIT"))
+        self.last_fetch = metrics.CONSUMER_LAST_FETCH.labels(spec.name)  # the liveness signal
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished and settled first."""
@@ -122,7 +139,6 @@ class ConsumerRunner:
         batch at a time, in fetch order, in the worker thread; settling batch n overlaps
         handling batch n+1. On stop, every batch in hand is finished and settled.
         """
-        loop = asyncio.get_running_loop()
         in_hand: deque[_Batch] = deque()
         fetching: asyncio.Task | None = None
         settling: asyncio.Task | None = None
@@ -144,9 +160,7 @@ class ConsumerRunner:
                     continue
                 in_hand.popleft()
                 try:
-                    outcomes = await loop.run_in_executor(
-                        self.executor, self.processor.process, head.deliveries, head.prepared.result()
-                    )
+                    outcomes = await self._handle(head, stop)
                 finally:
                     head.heartbeat.cancel()
                 if settling is not None:
@@ -161,6 +175,52 @@ class ConsumerRunner:
                     await fetching
             for batch in in_hand:  # only after an error: redelivered after ack_wait
                 batch.heartbeat.cancel()
+
+    async def _handle(self, batch: _Batch, stop: asyncio.Event) -> list[Outcome]:
+        """Process a batch; the messages held back by a dependency outage are handled again once
+        it is over (only when stopping are they settled as they are: naked, for a later delivery)."""
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(
+            self.executor, self.processor.process, batch.deliveries, batch.prepared.result()
+        )
+        while not stop.is_set() and (waiting := [index for index, outcome in enumerate(outcomes) if held(outcome)]):
+            if not await self._wait_for_dependency([outcomes[index] for index in waiting], stop):
+                break
+            again = await loop.run_in_executor(
+                self.executor, self.processor.process, [batch.deliveries[index] for index in waiting]
+            )
+            for index, outcome in zip(waiting, again, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    async def _wait_for_dependency(self, outcomes: list[Outcome], stop: asyncio.Event) -> bool:
+        """Wait until the dependency the outcomes report down should answer again; False when stopping.
+
+        A circuit breaker's pause (``DependencyDown``) also pauses this consumer on the server,
+        so its other replicas stop knocking on the same door; a database outage is waited out
+        by probing it. The messages stay in hand meanwhile: their heartbeat keeps them in
+        progress, so the server neither redelivers them nor counts a delivery.
+        """
+        pause = max((o.error.pause for o in outcomes if isinstance(o.error, DependencyDown)), default=None)
+        if pause is not None:
+            await self._pause(pause)
+            await _sleep_until(stop, pause)
+            return not stop.is_set()
+        loop = asyncio.get_running_loop()
+        logger.warning(
+            "consumer %s: database unavailable (%s); holding %d message(s) until it answers",
+            self.spec.name, outcomes[0].error, len(outcomes),
+        )  # fmt: skip
+        metrics.CONSUMER_WAITING.labels(self.spec.name, "database").set(1)
+        try:
+            while not stop.is_set():
+                await _sleep_until(stop, DATABASE_PROBE)
+                if await loop.run_in_executor(self.executor, database_ready):
+                    logger.info("consumer %s: the database answers again", self.spec.name)
+                    return True
+            return False
+        finally:
+            metrics.CONSUMER_WAITING.labels(self.spec.name, "database").set(0)
 
     async def _next_batch(self, subscription, stop: asyncio.Event) -> _Batch | None:
         deliveries = await self._fetch(subscription)
@@ -181,12 +241,14 @@ class ConsumerRunner:
         try:
             messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
         except (NatsTimeoutError, TimeoutError):
+            self.last_fetch.set_to_current_time()
             return []
-        except (ConnectionClosedError, NoServersError, OSError) as exc:
+        except FETCH_TRANSIENT as exc:
             self._exit_if_deaf()
-            logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, exc)
+            logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, type(exc).__name__)
             await asyncio.sleep(0.5)
             return []
+        self.last_fetch.set_to_current_time()
         return [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
 
     def _exit_if_deaf(self) -> None:
@@ -211,9 +273,6 @@ class ConsumerRunner:
                     await delivery.raw_message.in_progress()
 
     async def _settle(self, deliveries: list[Delivery], outcomes: list[Outcome]) -> None:
-        pause = max((o.error.pause for o in outcomes if isinstance(o.error, DependencyDown)), default=None)
-        if pause is not None:
-            await self._pause(pause)
         counts: dict[tuple[str, str], int] = {}
         for delivery, outcome in zip(deliveries, outcomes, strict=True):
             message = delivery.raw_message
@@ -221,7 +280,7 @@ class ConsumerRunner:
             try:
                 if kind in ("handled", "duplicate"):
                     await message.ack()
-                elif isinstance(outcome.error, DependencyDown):  # not the message's fault: no delivery spent
+                elif held(outcome):  # stopping during an outage: delivered again later
                     kind = "paused"
                     await message.nak(delay=outcome.delay)
                 elif kind == "retry" and delivery.num_delivered < self.max_deliver:
@@ -250,9 +309,30 @@ class ConsumerRunner:
         logger.warning("consumer %s paused for %.0fs: a dependency is down", self.spec.name, seconds)
 
     async def _dead_letter(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Publish to ``dlq.<consumer>`` and wait for the DLQ stream to store it."""
+        """Publish to ``dlq.<consumer>`` and wait for the DLQ stream to store it.
+
+        Never more than the connected server's max_payload (headers count too, and the server
+        closes the connection on a larger message): the headers are shrunk first, and a body
+        that still cannot travel is kept whole in the database (DeadLetterBody, written in the
+        worker thread) before the dead letter goes without it (see ``fit_dead_letter``).
+        """
+        # Imported here, not at the top: only this method of the runner needs them.
+        from .deadletters import fit_dead_letter
+        from .services import dead_letter_park_body
+
         headers = dead_letter_headers(self.spec.name, delivery, outcome)
-        await self.js.publish(dlq_subject(self.spec.name), delivery.data, headers=headers, stream=DLQ_STREAM)
+        fitted = fit_dead_letter(headers, delivery.data, self.nc.max_payload)
+        if fitted.parked:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                lambda: dead_letter_park_body(
+                    consumer=self.spec.name,
+                    stream=delivery.stream,
+                    stream_sequence=delivery.stream_sequence,
+                    body=delivery.data,
+                ),
+            )
+        await self.js.publish(dlq_subject(self.spec.name), fitted.body, headers=fitted.headers, stream=DLQ_STREAM)
         metrics.DEAD_LETTERS.labels(self.spec.name).inc()
         self._log(logging.ERROR, "dead-lettered", delivery, outcome)
 
@@ -275,7 +355,7 @@ class ConsumerRunner:
                 advisories = await subscription.fetch(10, timeout=FETCH_WAIT)
             except (NatsTimeoutError, TimeoutError):
                 continue
-            except (ConnectionClosedError, NoServersError, OSError):
+            except FETCH_TRANSIENT:
                 self._exit_if_deaf()
                 await asyncio.sleep(0.5)
                 continue
@@ -287,13 +367,22 @@ class ConsumerRunner:
                         await advisory.nak(delay=5)
 
     async def _on_max_deliveries(self, advisory) -> bool:
-        """The safety net: a message whose last delivery died with its process. True when handled."""
+        """The safety net: a message whose last delivery died with its process. True when handled.
+
+        Its dead letter has the identity (consumer, stream, sequence) and ``Nats-Msg-Id`` the
+        runner gives it: the same dead letter reported by both paths is one DeadLetter row.
+        """
+        from nats.js.errors import BadRequestError
+
         try:
             body = json.loads(advisory.data)
             stream, sequence = body["stream"], int(body["stream_seq"])
+            deliveries = int(body.get("deliveries", self.max_deliver))
+            if not isinstance(stream, str) or stream not in self.lanes or sequence < 1:
+                raise ValueError(f"not a message of this consumer's streams: {str(stream)[:100]!r} #{sequence}")
             stored = await self.js.get_msg(stream, sequence)
-        except (ValueError, KeyError, NotFoundError) as exc:
-            logger.error("consumer %s: unusable MAX_DELIVERIES advisory: %s", self.spec.name, exc)
+        except (ValueError, KeyError, TypeError, RecursionError, NotFoundError, BadRequestError) as exc:
+            logger.error("consumer %s: unusable MAX_DELIVERIES advisory: %s", self.spec.name, str(exc)[:500])
             return True  # nothing to retry: the message is gone or the advisory is malformed
         delivery = Delivery(
             stream=stream,
@@ -301,7 +390,7 @@ class ConsumerRunner:
             data=stored.data or b"",
             headers=dict(stored.headers or {}),
             stream_sequence=sequence,
-            num_delivered=int(body.get("deliveries", self.max_deliver)),
+            num_delivered=deliveries,
         )
         error = MaxDeliveriesExceeded(
             f"no acknowledgement after {delivery.num_delivered} deliveries (the process handling the last one "
@@ -330,14 +419,25 @@ class ConsumerRunner:
             level,
             "%s %s seq %s: %s",
             what,
-            delivery.subject,
+            _bounded(delivery.subject),
             delivery.stream_sequence,
-            outcome.error,
+            _bounded(str(outcome.error), 2000),
             extra={
                 "consumer": self.spec.name,
-                "subject": delivery.subject,
-                "message_id": delivery.message_id,
-                "correlation_id": delivery.correlation_id,
+                "subject": _bounded(delivery.subject),
+                "message_id": _bounded(delivery.message_id),
+                "correlation_id": _bounded(delivery.correlation_id),
                 "attempt": delivery.num_delivered,
             },
         )
+
+
+async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def _bounded(value: str, limit: int = 200) -> str:
+    """A value from a message as a log line may carry it: one line, at most ``limit`` characters."""
+    text = value.encode("unicode_escape", "backslashreplace").decode("ascii") if not value.isprintable() else value
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

@@ -12,8 +12,9 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -26,11 +27,13 @@ from apps.eventbus.services import (
     REPROCESSABLE,
     DeadLetterEditError,
     DeadLetterStateError,
+    DeadLetterUnpublishable,
     consumer_pause,
     consumer_resume,
     dead_letter_discard,
     dead_letter_edit_and_reprocess,
     dead_letter_reprocess,
+    reprocess_refusal,
 )
 from apps.orders.selectors import order_exists
 from orders_platform.admin_base import (
@@ -47,6 +50,9 @@ from .selectors import health
 from .services import BulkReprocessConflict, BulkReprocessError, bulk_reprocess_cancel, bulk_reprocess_start
 
 MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
+PAYLOAD_PREVIEW = 64 * 1024  # characters of a payload shown on its page; the whole one is a download
+# Large columns the list does not show: not read for a changelist page.
+LIST_DEFERRED = ("data", "raw_data", "edited_data", "headers", "traceback")
 STATUS_COLOURS = {
     DeadLetter.Status.PENDING: "#ba2121",
     DeadLetter.Status.REPROCESSING: "#b36b00",
@@ -57,8 +63,21 @@ STATUS_COLOURS = {
 
 
 def as_text(value) -> str:
-    """Indented JSON when ``value`` is JSON, else the text as it is (for forms and diffs)."""
-    return indented_json(value) or value
+    """Indented JSON when ``value`` is JSON, else the text as it is (for forms and diffs); JSON
+    nested too deep to indent stays as it is too."""
+    try:
+        return indented_json(value) or value
+    except RecursionError:
+        return value
+
+
+def shown(value):
+    """``pretty_json``, but never a 500 for a payload from outside: JSON nested too deep to
+    indent is shown as the text it is."""
+    try:
+        return pretty_json(value)
+    except RecursionError:
+        return format_html('<pre class="raw">{}</pre>', value)
 
 
 def badge(label: str, colour: str):
@@ -113,14 +132,14 @@ class DeadLetterAdmin(LargeTableAdmin):
         ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback_text", "attempts",
                                  "failures", "first_failed_at", "last_failed_at"]}),
         ("Original message", {"fields": ["stream", "subject", "stream_sequence", "message_id", "correlation_id",
-                                          "order_and_timeline", "payload", "edited_payload", "original_headers"]}),
+                                          "order_and_timeline", "body_size", "payload", "edited_payload",
+                                          "original_headers", "redelivery"]}),
         ("History", {"fields": ["history_table", "timeline"]}),
     ]  # fmt: skip
     readonly_fields = [
         "status_badge", "consumer", "error_type", "error", "traceback_text", "attempts", "failures", "first_failed_at",
         "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order_and_timeline",
-        "payload",
-        "edited_payload", "original_headers", "history_table", "timeline",
+        "body_size", "payload", "edited_payload", "original_headers", "redelivery", "history_table", "timeline",
     ]  # fmt: skip
 
     # -- permissions: read-only (ReadOnlyAdmin), plus the two operator actions ---------
@@ -130,6 +149,13 @@ class DeadLetterAdmin(LargeTableAdmin):
 
     def has_discard_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("eventbus.discard_deadletter")
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == "eventbus_deadletter_changelist":
+            queryset = queryset.defer(*LIST_DEFERRED)  # a page of 50 near-limit bodies would be 50 MB
+        return queryset
 
     # -- columns and fields -----------------------------------------------------------
 
@@ -152,7 +178,7 @@ class DeadLetterAdmin(LargeTableAdmin):
 
         @admin.display(description="")
         def reprocess_button(obj: DeadLetter):
-            if not can_reprocess or obj.status not in REPROCESSABLE:
+            if not can_reprocess or obj.status not in REPROCESSABLE or reprocess_refusal(obj, route_only=True):
                 return ""
             return format_html(
                 '<button type="submit" class="button cockpit-reprocess" formmethod="post" formaction="{}" '
@@ -174,19 +200,48 @@ class DeadLetterAdmin(LargeTableAdmin):
             entries,
         )
 
+    @admin.display(description="size")
+    def body_size(self, obj: DeadLetter):
+        download = format_html(
+            '<a href="{}" id="cockpit-download">download the body</a>',
+            reverse("admin:eventbus_deadletter_body", args=[obj.pk]),
+        )
+        exact = (
+            " · not UTF-8 text (or holds NUL characters): shown escaped below, its exact bytes are kept"
+            if obj.raw_data is not None
+            else ""
+        )
+        return format_html("{} ({} bytes){} · {}", filesizeformat(obj.size), f"{obj.size:,}", exact, download)
+
     @admin.display(description="payload (original)")
     def payload(self, obj: DeadLetter):
-        return pretty_json(obj.data)
+        if len(obj.data) <= PAYLOAD_PREVIEW:
+            return shown(obj.data)
+        return format_html(
+            '<p>The first {} of {} characters; download the body for the whole of it.</p><pre class="raw">{}</pre>',
+            f"{PAYLOAD_PREVIEW:,}",
+            f"{len(obj.data):,}",
+            obj.data[:PAYLOAD_PREVIEW],
+        )
+
+    @admin.display(description="reprocessing")
+    def redelivery(self, obj: DeadLetter):
+        if obj.status not in REPROCESSABLE:
+            return f"not open ({obj.get_status_display().lower()})"
+        refusal = reprocess_refusal(obj)
+        if refusal is None:
+            return f"possible: a redelivery to {obj.consumer} on redeliver.{obj.stream}.{obj.consumer}"
+        return format_html('<strong class="cockpit-refusal">refused</strong>: {}', refusal)
 
     @admin.display(description="payload (edited)")
     def edited_payload(self, obj: DeadLetter):
         if not obj.edited_data:
             return "not edited"
-        return pretty_json(obj.edited_data)
+        return shown(obj.edited_data)
 
     @admin.display(description="headers")
     def original_headers(self, obj: DeadLetter):
-        return pretty_json(obj.headers) if obj.headers else "none"
+        return shown(obj.headers) if obj.headers else "none"
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: DeadLetter):
@@ -232,6 +287,7 @@ class DeadLetterAdmin(LargeTableAdmin):
             path("<int:pk>/reprocess/", wrap(self.reprocess_view), name="eventbus_deadletter_reprocess"),
             path("<int:pk>/discard/", wrap(self.discard_view), name="eventbus_deadletter_discard"),
             path("<int:pk>/edit/", wrap(self.edit_view), name="eventbus_deadletter_edit"),
+            path("<int:pk>/body/", wrap(self.body_view), name="eventbus_deadletter_body"),
             *super().get_urls(),
         ]
 
@@ -239,8 +295,10 @@ class DeadLetterAdmin(LargeTableAdmin):
         """The buttons follow the status of the very row the page shows (a reprocess may
         resolve it between two reads)."""
         open_ = obj is not None and obj.status in REPROCESSABLE
+        # No stream or consumer would take its redelivery: neither reprocess nor an edit can help.
+        routable = open_ and reprocess_refusal(obj, route_only=True) is None
         context.update(
-            can_reprocess=open_ and self.has_reprocess_permission(request),
+            can_reprocess=routable and self.has_reprocess_permission(request),
             can_discard=open_ and self.has_discard_permission(request),
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -264,6 +322,8 @@ class DeadLetterAdmin(LargeTableAdmin):
         dead_letter = self._dead_letter(request, pk, "reprocess")
         try:
             dead_letter_reprocess(dead_letter=dead_letter, actor=request.user)
+        except DeadLetterUnpublishable as exc:
+            self.message_user(request, f"Refused, nothing was sent: {exc}.", messages.ERROR)
         except DeadLetterStateError as exc:
             self.message_user(request, f"Not reprocessed: {exc}.", messages.ERROR)
         else:
@@ -302,6 +362,8 @@ class DeadLetterAdmin(LargeTableAdmin):
                 )
             except DeadLetterEditError as exc:  # the form again, with the contract's complaint
                 form.add_error("data", f"Does not satisfy {dead_letter.subject}: {exc}")
+            except DeadLetterUnpublishable as exc:  # the form again: a smaller payload may do
+                form.add_error("data", f"Refused, nothing was saved or sent: {exc}")
             except DeadLetterStateError as exc:
                 self.message_user(request, f"Not reprocessed: {exc}.", messages.ERROR)
                 return HttpResponseRedirect(reverse("admin:eventbus_deadletter_change", args=[pk]))
@@ -320,6 +382,16 @@ class DeadLetterAdmin(LargeTableAdmin):
             form,
             original=as_text(dead_letter.data),
         )
+
+    def body_view(self, request, pk: int):
+        """The original body exactly as received (its bytes), as a download."""
+        dead_letter = get_object_or_404(DeadLetter, pk=pk)
+        if not self.has_view_permission(request, dead_letter):
+            raise PermissionDenied
+        body = bytes(dead_letter.raw_data) if dead_letter.raw_data is not None else dead_letter.data.encode()
+        response = HttpResponse(body, content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="dead-letter-{dead_letter.pk}.bin"'
+        return response
 
     def _page(self, request, template: str, title: str, dead_letter: DeadLetter, form, **context):
         return TemplateResponse(

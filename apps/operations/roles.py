@@ -1,7 +1,7 @@
 """The two operator roles, as groups kept in step with the models on every ``migrate``.
 
 - ``operators``: see everything in the admin; reprocess, edit and discard dead letters;
-  pause and resume consumers.
+  requeue or discard the events the relay set aside; pause and resume consumers.
 - ``auditors``: see everything; change nothing.
 
 Anything else is plain Django: staff users get what their own permissions say, superusers
@@ -18,6 +18,7 @@ PLATFORM_APPS = ("eventbus", "orders", "payments", "inventory", "audit", "operat
 OPERATOR_ACTIONS = (
     ("eventbus", "reprocess_deadletter"),
     ("eventbus", "discard_deadletter"),
+    ("eventbus", "requeue_outboxdeadletter"),
     ("operations", "pause_consumer"),
 )
 

@@ -10,6 +10,8 @@ EVENTBUS = {
     # Must exceed the longest time a relay can take to retry a publish after a crash.
     "DUPLICATE_WINDOW_SECONDS": env_int("EVENTBUS_DUPLICATE_WINDOW_SECONDS", 600, minimum=10),
     "DLQ_MAX_AGE_DAYS": env_int("EVENTBUS_DLQ_MAX_AGE_DAYS", 365, minimum=1),
+    # The servers' max_payload (headers and body): operator actions that would publish more are refused.
+    "MAX_PAYLOAD": env_int("EVENTBUS_MAX_PAYLOAD", 1024 * 1024, minimum=1024),
     # Consumers (each declaration may override).
     "ACK_WAIT": env_int("EVENTBUS_ACK_WAIT_SECONDS", 30, minimum=1),
     "MAX_DELIVER": env_int("EVENTBUS_MAX_DELIVER", 5, minimum=1),

@@ -158,3 +158,11 @@ def test_a_message_whose_key_the_ledger_cannot_hold_is_dead_lettered_and_the_con
     assert "message id contains a NUL character" in by_sequence[nul_id.seq][dl.H_ERROR]
     assert "subject is 208 characters long" in by_sequence[long_subject.seq][dl.H_ERROR]
     assert ProcessedMessage.objects.filter(consumer="testing-raw").count() == 1
+
+    with bus.consumer("dead-letters"):  # and the recorder bounds what it carries: three rows, no retry loop
+        wait_for(lambda: DeadLetter.objects.count() == 3)
+        wait_for(lambda: bus.drained("DLQ", "dead-letters"))
+    rows = {row.stream_sequence: row for row in DeadLetter.objects.all()}
+    assert rows[long_id.seq].message_id == "m" * 99 + "…"
+    assert rows[nul_id.seq].message_id == "a\\x00b"
+    assert rows[long_subject.seq].subject == ("testing." + "s" * 200)[:199] + "…"

@@ -111,6 +111,7 @@ def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
     output = process.stdout.read()
     assert code == 0, output
     assert "consumer testing stopped" in output
+    assert "NATS disconnected" not in output and "WARNING" not in output, "a planned close is no warning"
     applied = Effect.objects.count()
     info = bus.consumer_info("TESTING", "testing")
     # Handled messages were acked; a prefetched batch not yet in hand was nak'ed for redelivery.
@@ -118,6 +119,28 @@ def test_sigterm_finishes_the_batch_in_hand_acks_and_exits_zero(bus):
     assert info.num_pending + info.num_ack_pending == 200 - applied
     assert_each_applied_once(applied)
     finish_with_a_fresh_consumer(bus, 200)
+
+
+def test_a_consumer_rides_out_a_nats_server_shutdown_and_restart(bus, nats_settings):
+    """Issue 11, seen along the way: a fetch while nats-server shuts down answers 503
+    (ServiceUnavailableError). The runner waits and goes on; it neither crashes nor goes deaf."""
+    process = bus.consumer_process("testing")
+    try:
+        bus.publish_event(SomethingHappened(value=0))
+        wait_for(lambda: Effect.objects.count() == 1, timeout=60)
+        for _ in range(3):
+            nats_settings.stop()
+            time.sleep(0.5)
+            nats_settings.start()
+        bus.publish_event(SomethingHappened(value=1))
+        wait_for(lambda: Effect.objects.count() == 2, timeout=60, message="the runner goes on after the restarts")
+        assert process.poll() is None
+    finally:
+        code = stop_process(process)
+    output = process.stdout.read()
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    assert_each_applied_once(2)
 
 
 def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_process(bus):
@@ -143,7 +166,10 @@ def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_p
     assert bus.drained("ADVISORIES", "testing-advisory-advisories"), "the advisory was acknowledged"
 
 
-def test_a_database_outage_naks_stays_alive_and_resumes(bus, postgres_server):
+def test_a_database_outage_holds_the_messages_spends_no_delivery_and_resumes(bus, postgres_server):
+    """Issue 11, reproduction 9: the outage is not the messages' fault. The runner keeps them in
+    hand (in progress on the server) and handles them once the database answers: no redelivery,
+    no dead letter, even when the outage outlasts max_deliver x ack_wait (3 x 3 s here)."""
     process = bus.consumer_process("testing")
     try:
         bus.publish_event(SomethingHappened(value=0))
@@ -151,7 +177,7 @@ def test_a_database_outage_naks_stays_alive_and_resumes(bus, postgres_server):
         postgres_server.stop()
         for i in range(1, 6):
             bus.publish_event(SomethingHappened(value=i))
-        time.sleep(3)
+        time.sleep(12)
         assert process.poll() is None and pid_alive(process.pid), "the runner survives the outage"
         postgres_server.start()
         wait_for(lambda: _count_effects() == 6, timeout=60)
@@ -161,6 +187,9 @@ def test_a_database_outage_naks_stays_alive_and_resumes(bus, postgres_server):
         code = stop_process(process)
     assert code == 0
     assert_each_applied_once(6)
+    info = bus.consumer_info("TESTING", "testing")
+    assert info.num_redelivered == 0 and info.delivered.stream_seq == 6, "no delivery spent on the outage"
+    assert bus.stream_messages("DLQ") == 0, "nothing dead-lettered"
     assert psutil.Process().is_running()
 
 

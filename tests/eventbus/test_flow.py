@@ -34,6 +34,13 @@ def test_a_redelivered_message_does_not_run_its_handler_again(bus):
     event = SomethingHappened(value=1)
     bus.publish_event(event, msg_id="first-copy")
     bus.publish_event(event, msg_id="second-copy")  # the same event, past the broker's dedup
+    # and once more through the consumer's reprocessing lane, as an operator's redelivery
+    bus.publish(
+        "redeliver.TESTING.testing",
+        event.to_json(),
+        headers={"Eventbus-Original-Subject": event.subject, "Eventbus-Message-Id": event.message_id},
+        msg_id="third-copy",
+    )
     with bus.consumer("testing"):
         wait_for(lambda: bus.drained("TESTING", "testing"))
     assert Effect.objects.filter(message_id=event.message_id).count() == 1
@@ -126,3 +133,31 @@ def test_a_handler_longer_than_ack_wait_is_not_redelivered_while_it_works(bus):
         info = bus.consumer_info("TESTING", "testing")
     assert info.num_redelivered == 0, "in-progress kept the server from redelivering"
     assert ProcessedMessage.objects.count() == 1
+
+
+def test_prefetched_messages_waiting_behind_a_long_batch_are_not_redelivered(bus):
+    """Batches of one: the second and third are fetched while the first works past ack_wait; they
+    wait in the process, kept in progress, and are neither redelivered nor applied twice."""
+    for value in range(3):
+        bus.publish_event(SomethingHappened(value=value, mode="long"))
+    with bus.consumer("testing", batch_size=1):
+        wait_for(lambda: Effect.objects.count() == 3, timeout=60)
+        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=30)
+        info = bus.consumer_info("TESTING", "testing")
+    assert info.num_redelivered == 0
+    assert ProcessedMessage.objects.count() == 3
+
+
+def test_a_message_carrying_a_status_header_is_handled_like_any_other(bus):
+    """nats-py would take these for the server's own status messages (no messages, 503, an error
+    without a description) and drop them unseen or fail the fetch; stored messages are messages."""
+    statuses = [{"Status": "404"}, {"Status": "503"}, {"Status": "x"}, {"Status": "${x}", "Description": "d"}]
+    events = [SomethingHappened(value=i) for i in range(len(statuses))]
+    for event, headers in zip(events, statuses, strict=True):
+        bus.publish(event.subject, event.to_json(), headers=headers, msg_id=event.message_id)
+    bus.publish_event(SomethingHappened(value=99))
+    with bus.consumer("testing") as worker:
+        wait_for(lambda: Effect.objects.count() == len(events) + 1, timeout=20)
+        wait_for(lambda: bus.drained("TESTING", "testing"), timeout=10)
+        assert worker._thread.is_alive()
+    assert bus.consumer_info("TESTING", "testing").num_redelivered == 0
