@@ -5,6 +5,12 @@
 ``code`` is stable (clients branch on it), ``message`` is for people, ``fields`` maps a
 dotted path into the request body (``lines.0.quantity``) to what was wrong there; it is
 empty when no field is to blame. Domain errors carry ``status_code`` and ``code``.
+
+A database that does not answer (``OperationalError``, ``InterfaceError``: refused, dropped or
+timed-out connections, a server shutting down) is a 503 ``service_unavailable`` with
+``Retry-After``, not a 500: the client's request was fine and a retry will do. DRF views get it
+from the handler below; ``apps.api.middleware`` gives the same answer to an outage met outside
+them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -32,6 +39,9 @@ MAPPED_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DeadLetterStateError: (409, "dead_letter_state_conflict"),
     NatsUnreachable: (503, "nats_unavailable"),
 }
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+UNAVAILABLE_MESSAGE = "The service is unavailable for a moment; retry after the seconds in Retry-After."
+RETRY_AFTER_SECONDS = 5  # unless settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"] says otherwise
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -56,12 +66,15 @@ def describe(exc: Exception) -> tuple[int, str, str, dict, dict] | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        logger.warning("the database is unavailable: %s", str(exc).strip() or type(exc).__name__)
+        return 503, "service_unavailable", UNAVAILABLE_MESSAGE, {}, retry_after()
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return 413, "request_too_large", f"The request body is larger than the limit of {limit} bytes.", {}, {}
     for error_type, (status_code, code) in MAPPED_ERRORS.items():
         if isinstance(exc, error_type):
-            return status_code, code, str(exc), {}, {}
+            return status_code, code, str(exc), {}, retry_after() if status_code == 503 else {}
     if isinstance(exc, OrderError):
         return exc.status_code, exc.code, exc.message, _domain_fields(exc.fields), {}
     if isinstance(exc, exceptions.ValidationError):
@@ -72,6 +85,12 @@ def describe(exc: Exception) -> tuple[int, str, str, dict, dict] | None:
     if isinstance(exc, exceptions.APIException):
         return exc.status_code, _code(exc), _message(exc.detail), {}, _headers(exc)
     return None
+
+
+def retry_after() -> dict[str, str]:
+    """The ``Retry-After`` header of every 503: ``settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"]``
+    (seconds; ``RETRY_AFTER_SECONDS`` when unset)."""
+    return {"Retry-After": str(settings.API.get("UNAVAILABLE_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS))}
 
 
 def flatten(detail, path: str = "") -> dict[str, list[str]]:

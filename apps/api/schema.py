@@ -8,7 +8,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 
 from .errors import IdempotencyKeyReused, InvalidIdempotencyKey
-from .exceptions import error_body
+from .exceptions import UNAVAILABLE_MESSAGE, error_body
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -38,7 +38,8 @@ DESCRIPTIONS = {
     415: "The body must be JSON (`Content-Type: application/json`).",
     422: "The Idempotency-Key was already used with a different request.",
     429: "Too many requests: retry after `Retry-After` seconds.",
-    503: "NATS did not answer: the live consumer figures and controls are unavailable for now.",
+    503: "Unavailable for a moment (the database, or NATS for the consumers, does not answer): "
+    "retry after `Retry-After` seconds.",
 }
 EXAMPLES: dict[int, list[tuple[str, str, dict]]] = {
     400: [
@@ -57,11 +58,12 @@ EXAMPLES: dict[int, list[tuple[str, str, dict]]] = {
     415: [("unsupported_media_type", 'Unsupported media type "text/plain" in request.', {})],
     422: [(IdempotencyKeyReused.default_code, str(IdempotencyKeyReused.default_detail), {})],
     429: [("throttled", "Request was throttled. Expected available in 17 seconds.", {})],
-    503: [("nats_unavailable", "no answer from nats://nats-1:4222 within 4s", {})],
+    503: [("service_unavailable", UNAVAILABLE_MESSAGE, {})],
 }
+NATS_UNAVAILABLE = {503: [*EXAMPLES[503], ("nats_unavailable", "no answer from nats://nats-1:4222 within 4s", {})]}
 
-READ_ERRORS = (401, 429)
-WRITE_ERRORS = (400, 401, 413, 415, 422, 429)
+READ_ERRORS = (401, 429, 503)
+WRITE_ERRORS = (400, 401, 413, 415, 422, 429, 503)
 
 
 def error_responses(*statuses: int, examples: dict[int, list[tuple[str, str, dict]]] | None = None) -> dict:
@@ -107,7 +109,7 @@ RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,
     OpenApiParameter.HEADER,
-    response=[429],
+    response=[429, 503],
     description="Seconds to wait before the next request.",
 )
 

@@ -20,7 +20,7 @@ SERVER_SET_FIELDS = frozenset(
         "amount", "created_at", "updated_at", "payment_status", "reservation_status", "timeline",
     }
 )  # fmt: skip
-PAYMENT_STATUSES = ("PENDING", "CAPTURED", "FAILED", "REFUNDED")
+PAYMENT_STATUSES = ("PENDING", "CAPTURED", "FAILED", "REFUNDED", "NO_CHARGE")
 RESERVATION_STATUSES = ("PENDING", "RESERVED", "REJECTED", "RELEASED", "CANCELLED_FIRST")
 
 
@@ -85,16 +85,23 @@ class NewOrderLineSerializer(StrictSerializer):
 
 
 class OrderCreateSerializer(StrictSerializer):
-    """What a client may say about a new order: which SKUs, how many, in which currency.
-    Prices, totals, status and the customer are the server's."""
+    """What a client may say about a new order: which SKUs, how many, and (optionally) the
+    currency, which can only be the platform's. Prices, totals, status and the customer are the
+    server's."""
 
     def get_fields(self):
+        currency = settings.PLATFORM_CURRENCY
         return {
             "lines": NewOrderLineSerializer(
                 many=True, allow_empty=False, max_length=settings.API["MAX_ORDER_LINES"], help_text="One line per SKU."
             ),
             "currency": serializers.ChoiceField(
-                choices=[settings.PLATFORM_CURRENCY], help_text="The platform's currency; prices are in it."
+                choices=[currency],
+                default=currency,
+                help_text="The platform's currency, which prices are in, and the default; no other is accepted.",
+                error_messages={
+                    "invalid_choice": f"Orders are in {currency}, the platform's currency; no other is accepted."
+                },
             ),
         }
 

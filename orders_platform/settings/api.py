@@ -20,6 +20,8 @@ API = {
     "IDEMPOTENCY_KEY_RETENTION_HOURS": env_int("API_IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=24),
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1, maximum=1000),
     "MAX_PAGE_SIZE": env_int("API_MAX_PAGE_SIZE", 200, minimum=1, maximum=1000),
+    # While the database is unavailable the API answers 503 with this Retry-After (seconds).
+    "UNAVAILABLE_RETRY_AFTER_SECONDS": env_int("API_UNAVAILABLE_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
 }
 
 # Larger request bodies are refused (Django raises RequestDataTooBig, the API answers 413; its

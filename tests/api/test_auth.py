@@ -13,6 +13,7 @@ from .support import assert_error
 
 pytestmark = pytest.mark.django_db
 
+FORM = "application/x-www-form-urlencoded"
 PUBLIC = {"/api/auth/token/", "/api/schema/", "/api/docs/"}
 PLACEHOLDERS = {
     "{order_id}": "6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b",
@@ -72,8 +73,10 @@ def test_a_token_for_a_username_and_password_opens_the_api():
     assert response.status_code == 200
     token = response.json()["token"]
 
-    again = APIClient().post("/api/auth/token/", {"username": "carol", "password": "pw-carol"})  # a form works too
+    again = APIClient().post("/api/auth/token/", {"username": "carol", "password": "pw-carol"}, format="json")
     assert again.json()["token"] == token
+    form = APIClient().post("/api/auth/token/", "username=carol&password=pw-carol", content_type=FORM)
+    assert_error(form, 415, "unsupported_media_type")
     assert APIClient().get("/api/orders/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+from django.db import InterfaceError, OperationalError
 from rest_framework.exceptions import ValidationError
 
 from apps.api.exceptions import api_exception_handler, flatten
+from apps.eventbus.monitoring import NatsUnreachable
 from apps.eventbus.services import DeadLetterStateError
 from apps.orders.errors import InvalidTransition, UnknownSku
 
@@ -59,3 +62,32 @@ def test_an_unexpected_error_is_a_logged_500_in_the_shape(settings, caplog):
 def test_with_debug_on_an_unexpected_error_reaches_djangos_debug_page(settings):
     settings.DEBUG = True
     assert api_exception_handler(RuntimeError("boom"), {"view": None}) is None
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused'),
+        OperationalError("terminating connection due to administrator command"),
+        InterfaceError("connection already closed"),
+    ],
+)
+def test_a_database_that_does_not_answer_is_a_503_to_retry_debug_or_not(settings, exc, debug):
+    settings.DEBUG = debug
+    response = api_exception_handler(exc, {"view": None})
+    assert response.status_code == 503
+    assert response.data["error"]["code"] == "service_unavailable"
+    assert "5432" not in str(response.data), "the database's address is not the client's business"
+    assert response["Retry-After"] == "5"
+    settings.API = {**settings.API, "UNAVAILABLE_RETRY_AFTER_SECONDS": 30}
+    assert api_exception_handler(exc, {"view": None})["Retry-After"] == "30"
+
+
+def test_nats_unreachable_is_a_503_to_retry_too():
+    response = api_exception_handler(NatsUnreachable("no answer"), {"view": None})
+    assert (response.status_code, response.data["error"]["code"], response["Retry-After"]) == (
+        503,
+        "nats_unavailable",
+        "5",
+    )

@@ -67,8 +67,8 @@ def test_a_body_over_the_limit_is_a_413_and_writes_nothing(api, catalogue, setti
     error = assert_error(response, 413, "request_too_large")
     assert "4096 bytes" in error["message"]
     assert written() == before
-    form = APIClient().post("/api/auth/token/", {"username": "x", "password": "y" * 5000})
-    assert_error(form, 413, "request_too_large")
+    token = APIClient().post("/api/auth/token/", {"username": "x", "password": "y" * 5000}, format="json")
+    assert_error(token, 413, "request_too_large")
 
 
 def test_a_body_under_the_limit_goes_through(api, catalogue, settings):

@@ -39,6 +39,19 @@ def test_placing_an_order_prices_it_on_the_server_and_writes_its_event(api, alic
     assert OutboxEvent.objects.filter(subject="orders.created.v1", aggregate_id=body["id"]).count() == 1
 
 
+@pytest.mark.parametrize("currency", ["CHF", "EUR"])
+def test_an_order_without_a_currency_is_in_the_platforms(api, catalogue, settings, currency):
+    settings.PLATFORM_CURRENCY = currency
+
+    response = api.post("/api/orders/", {"lines": ORDER["lines"]}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["currency"] == currency
+    assert Order.objects.get(pk=response.json()["id"]).currency == currency
+    explicit = api.post("/api/orders/", {**ORDER, "currency": currency}, format="json")
+    assert explicit.status_code == 201, explicit.json()
+
+
 def test_the_list_holds_only_the_callers_orders_and_filters_them(api, alice, bob, catalogue):
     mine = [order_place(customer_id=str(alice.pk), lines=[("KB-001", 1)]) for _ in range(3)]
     order_place(customer_id=str(bob.pk), lines=[("KB-001", 1)])

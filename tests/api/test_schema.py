@@ -33,7 +33,7 @@ def test_every_operation_has_examples_and_documents_its_errors():
             success = [code for code in responses if code.startswith("2")]
             assert len(success) == 1, name
             assert responses[success[0]]["content"]["application/json"].get("examples"), f"{name}: no response example"
-            expected_errors = {"429"} | (set() if public else {"401"})
+            expected_errors = {"429", "503"} | (set() if public else {"401"})
             if method == "post":
                 expected_errors |= {"400", "413", "415"}
                 if not public:
@@ -41,6 +41,7 @@ def test_every_operation_has_examples_and_documents_its_errors():
                     headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
                     assert "Idempotency-Key" in headers, name
                 if "requestBody" in operation:
+                    assert set(operation["requestBody"]["content"]) == {"application/json"}, f"{name}: JSON only"
                     assert operation["requestBody"]["content"]["application/json"].get("examples"), name
             errors = {code for code in responses if code[0] in "45"}
             assert expected_errors <= errors, f"{name}: {expected_errors - errors} undocumented"
@@ -48,7 +49,8 @@ def test_every_operation_has_examples_and_documents_its_errors():
                 content = responses[code]["content"]["application/json"]
                 assert content["schema"] == ERROR_REF, f"{name} {code}"
                 assert content["examples"], f"{name} {code}: no example"
-            assert "Retry-After" in responses["429"].get("headers", {}), name
+            for code in ("429", "503"):
+                assert "Retry-After" in responses[code].get("headers", {}), f"{name} {code}"
 
 
 class _Links(HTMLParser):
@@ -79,3 +81,12 @@ def test_an_order_documents_each_of_its_refusals():
     refusals = schema["paths"]["/api/orders/"]["post"]["responses"]["400"]["content"]["application/json"]["examples"]
     codes = [example["value"]["error"]["code"] for example in refusals.values()]
     assert sorted(codes) == ["invalid_idempotency_key", "unknown_sku", "validation_error", "validation_error"]
+
+
+def test_an_orders_currency_is_optional_and_only_the_platforms():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    order = schema["components"]["schemas"]["OrderCreateRequest"]
+    assert order["required"] == ["lines"]
+    assert order["properties"]["currency"]["default"] == "EUR"
+    currency = order["properties"]["currency"]["allOf"][0]["$ref"].rsplit("/", 1)[1]
+    assert schema["components"]["schemas"][currency]["enum"] == ["EUR"]

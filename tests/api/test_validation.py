@@ -40,10 +40,12 @@ CASES = [
     ("a client customer", order(LINE, customer_id="bob"), "validation_error", {"customer_id"}),
     ("an unknown field", order(LINE, coupon="FREE"), "validation_error", {"coupon"}),
     ("another currency", {"lines": [LINE], "currency": "USD"}, "validation_error", {"currency"}),
-    ("currency missing", {"lines": [LINE]}, "validation_error", {"currency"}),
+    ("currency lower case", {"lines": [LINE], "currency": "eur"}, "validation_error", {"currency"}),
+    ("currency null", {"lines": [LINE], "currency": None}, "validation_error", {"currency"}),
+    ("currency a number", {"lines": [LINE], "currency": 978}, "validation_error", {"currency"}),
     ("a list body", [LINE], "validation_error", {"non_field_errors"}),
     ("a JSON null", b"null", "validation_error", {"non_field_errors"}),
-    ("no body", None, "validation_error", {"lines", "currency"}),
+    ("no body", None, "validation_error", {"lines"}),
 ]
 
 
@@ -66,6 +68,17 @@ def test_several_problems_are_reported_together(api, catalogue):
     error = assert_error(response, 400, "validation_error")
     assert set(error["fields"]) == {"lines.0.quantity", "total_amount"}
     assert error["fields"]["total_amount"] == ["Set by the server; clients may not send it."]
+
+
+def test_another_currency_is_refused_naming_the_platforms(api, catalogue, settings):
+    settings.PLATFORM_CURRENCY = "CHF"
+    before = written()
+
+    response = api.post("/api/orders/", order(LINE), format="json")  # EUR
+
+    error = assert_error(response, 400, "validation_error")
+    assert error["fields"] == {"currency": ["Orders are in CHF, the platform's currency; no other is accepted."]}
+    assert written() == before
 
 
 def test_malformed_json_is_a_400(api, catalogue):

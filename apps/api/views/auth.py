@@ -9,7 +9,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..errors import EndpointNotFound, InvalidCredentials
-from ..parsers import FormParser, JSONParser
 from ..schema import RETRY_AFTER, error_responses
 from ..serializers import TokenCreateSerializer, TokenSerializer
 from ..services import auth_token_issue
@@ -22,7 +21,6 @@ class TokenCreateApi(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = [AnonThrottle, TokenThrottle]
-    parser_classes = [JSONParser, FormParser]
 
     @extend_schema(
         operation_id="auth_token_create",
@@ -37,6 +35,7 @@ class TokenCreateApi(APIView):
                 413,
                 415,
                 429,
+                503,
                 examples={400: [("invalid_credentials", str(InvalidCredentials.default_detail), {})]},
             ),
         },

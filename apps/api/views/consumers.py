@@ -16,7 +16,7 @@ from apps.operations.selectors import Health, health
 
 from ..idempotency import idempotent
 from ..permissions import has_perm
-from ..schema import IDEMPOTENCY_KEY, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
+from ..schema import IDEMPOTENCY_KEY, NATS_UNAVAILABLE, READ_ERRORS, RETRY_AFTER, WRITE_ERRORS, error_responses
 from ..serializers import ConsumerPauseSerializer, ConsumerSerializer, HealthSerializer, NoBodySerializer
 
 NAME = OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="A consumer, e.g. `payments`.")
@@ -72,7 +72,7 @@ class ConsumerListApi(APIView):
         operation_id="consumers_list",
         summary="Every consumer and stream, live from NATS",
         parameters=[RETRY_AFTER],
-        responses={200: HealthSerializer, **error_responses(403, 503, *READ_ERRORS)},
+        responses={200: HealthSerializer, **error_responses(403, *READ_ERRORS, examples=NATS_UNAVAILABLE)},
         examples=[
             OpenApiExample(
                 "figures",
@@ -97,7 +97,7 @@ class ConsumerPauseApi(APIView):
         "resumed); its processes stay up and idle. Recorded in the audit log.",
         request=ConsumerPauseSerializer,
         parameters=[NAME, IDEMPOTENCY_KEY, RETRY_AFTER],
-        responses={200: ConsumerSerializer, **error_responses(403, 404, 503, *WRITE_ERRORS)},
+        responses={200: ConsumerSerializer, **error_responses(403, 404, *WRITE_ERRORS, examples=NATS_UNAVAILABLE)},
         examples=[
             OpenApiExample("for an hour", value={"until": "2026-11-25T18:00:00Z"}, request_only=True),
             OpenApiExample(
@@ -125,7 +125,7 @@ class ConsumerResumeApi(APIView):
         description="Recorded in the audit log. Resuming a consumer that is not paused changes nothing.",
         request=None,
         parameters=[NAME, IDEMPOTENCY_KEY, RETRY_AFTER],
-        responses={200: ConsumerSerializer, **error_responses(403, 404, 503, *WRITE_ERRORS)},
+        responses={200: ConsumerSerializer, **error_responses(403, 404, *WRITE_ERRORS, examples=NATS_UNAVAILABLE)},
         examples=[OpenApiExample("running", value=CONSUMER_EXAMPLE, response_only=True, status_codes=[200])],
     )
     @idempotent

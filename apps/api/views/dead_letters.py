@@ -105,7 +105,10 @@ class DeadLetterReprocessApi(APIView):
         operation_id="dead_letters_reprocess",
         summary="Deliver the message again to the consumer that failed on it",
         description="Accepted: the row becomes `reprocessing`, then `resolved` when the consumer handles it or "
-        "`failed_again`. A resolved or discarded dead letter: 409 `dead_letter_state_conflict`.",
+        "`failed_again`. A resolved or discarded dead letter: 409 `dead_letter_state_conflict`. The same 409, "
+        "with nothing written, when the redelivery could never be published: no stream captures its subject or no "
+        "consumer reads it there, it would exceed the server's max payload (`EVENTBUS['MAX_PAYLOAD']`, headers "
+        "included), or its body is not UTF-8 text (edit it in the admin, or discard it).",
         request=None,
         parameters=[DEAD_LETTER_ID, IDEMPOTENCY_KEY, RETRY_AFTER],
         responses={

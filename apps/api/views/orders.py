@@ -82,7 +82,7 @@ class OrderListCreateApi(GenericAPIView):
         description=(
             "The server prices every line from the catalogue and computes the total; the order starts "
             "`PENDING` and is confirmed or cancelled as payment and stock answer (see `GET /api/orders/{id}/`). "
-            "Nothing is written when the request is refused."
+            "`currency` may be left out: it can only be the platform's. Nothing is written when the request is refused."
         ),
         request=OrderCreateSerializer,
         parameters=[IDEMPOTENCY_KEY, RETRY_AFTER],
@@ -90,7 +90,7 @@ class OrderListCreateApi(GenericAPIView):
         examples=[
             OpenApiExample(
                 "two keyboards",
-                value={"lines": [{"sku": "KB-001", "quantity": 2}], "currency": "EUR"},
+                value={"lines": [{"sku": "KB-001", "quantity": 2}]},
                 request_only=True,
             ),
             OpenApiExample("the order placed", value=ORDER_EXAMPLE, response_only=True, status_codes=[201]),
