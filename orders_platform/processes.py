@@ -27,6 +27,7 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
         Program("inventory", [*manage, "runconsumer", "inventory"]),
         Program("payments", [*manage, "runconsumer", "payments"]),
         Program("orders", [*manage, "runconsumer", "orders"]),
+        Program("saga-failures", [*manage, "runconsumer", "saga-failures"]),
         Program("audit", [*manage, "runconsumer", "audit"]),
         Program("gateway", [*manage, "rungateway", "--host", gateway.hostname, "--port", str(gateway.port or 80)]),
         Program("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h"]),

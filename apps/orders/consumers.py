@@ -1,4 +1,6 @@
-from apps.eventbus.registry import ConsumerSpec, StreamSpec, registry
+from apps.eventbus.registry import DLQ_PREFIX, ConsumerSpec, StreamSpec, registry
+
+from .services import SagaStep
 
 H = "apps.orders.handlers"
 
@@ -14,5 +16,16 @@ registry.register_consumer(
             "inventory.rejected.v1": f"{H}.on_outcomes",
         },
         description="The order saga: confirms an order paid and reserved, cancels it when either fails",
+    )
+)
+# A second durable on the DLQ stream (next to the eventbus's dead-letters recorder), on the
+# dead letters of the saga's steps only.
+registry.register_consumer(
+    ConsumerSpec(
+        "saga-failures",
+        handlers={f"{DLQ_PREFIX}.{step}": f"{H}.on_step_dead_lettered" for step in SagaStep},
+        description="Cancels a PENDING order whose orders.created.v1 a saga step (inventory, payments) "
+        "dead-lettered, with the step's error as the reason; compensation follows",
+        raw=True,
     )
 )

@@ -44,8 +44,9 @@ class OrderConfirmed(Event):
 
 class OrderCancelled(Event):
     """The order will not be fulfilled: inventory releases what it reserved, payments refunds
-    what it captured."""
+    what it captured. ``currency`` is the order's (the platform's when an older producer left it out)."""
 
     subject = "orders.cancelled.v1"
     order_id: str
     reason: str = Field(max_length=500)
+    currency: str = Field(default_factory=lambda: settings.PLATFORM_CURRENCY, pattern=r"^[A-Z]{3}$")

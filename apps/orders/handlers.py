@@ -1,13 +1,25 @@
-"""The saga: payment and stock outcomes move an order on, a whole batch of them at once."""
+"""The saga: payment and stock outcomes move an order on, a whole batch of them at once; a step
+that gives up on an order (dead-letters its ``orders.created.v1``) ends it."""
 
-from apps.eventbus.registry import batch_handler
+from __future__ import annotations
+
+import json
+
+from apps.eventbus import deadletters as dl
+from apps.eventbus.delivery import Delivery
+from apps.eventbus.registry import DLQ_PREFIX, batch_handler
 from apps.inventory.events import InventoryRejected, InventoryReserved
 from apps.payments.events import PaymentCompleted, PaymentFailed
 
 from . import services
-from .services import Outcome, OutcomeKind
+from .events import OrderCreated
+from .models import Order
+from .services import Outcome, OutcomeKind, SagaStep
 
 OutcomeEvent = PaymentCompleted | PaymentFailed | InventoryReserved | InventoryRejected
+
+MAX_REASON = Order._meta.get_field("cancel_reason").max_length
+MAX_ORDER_ID = 100
 
 
 @batch_handler
@@ -28,3 +40,53 @@ def outcome_of(event: OutcomeEvent) -> Outcome:
             short = ", ".join(f"{line.sku} ({line.reason})" for line in event.lines)
             return Outcome(kind=OutcomeKind.STOCK_REJECTED, reason=f"stock rejected: {short}", **envelope)
     raise TypeError(f"not a saga outcome: {type(event).__name__}")
+
+
+@batch_handler
+def on_step_dead_lettered(deliveries: list[Delivery]) -> None:
+    """Dead letters of the saga's steps (raw deliveries from ``dlq.<step>``): each one that is
+    about an order's ``orders.created.v1`` ends that order if it is still PENDING."""
+    outcomes = [outcome for delivery in deliveries if (outcome := step_failure_of(delivery)) is not None]
+    if outcomes:
+        services.order_outcomes_record(outcomes=outcomes)
+
+
+def step_failure_of(delivery: Delivery) -> Outcome | None:
+    """The STEP_FAILED outcome a dead letter stands for, or None: not a dead letter the eventbus
+    published for a saga step, not of an ``orders.created.v1`` (a failed compensation concerns
+    an order decided already), or a body that names no order."""
+    try:
+        step = SagaStep(delivery.subject.removeprefix(f"{DLQ_PREFIX}."))  # dlq.<step>, also when redelivered
+    except ValueError:
+        return None
+    headers = delivery.headers
+    if headers.get(dl.H_CONSUMER) != step or headers.get(dl.H_SUBJECT) != OrderCreated.subject:
+        return None
+    order_id = _order_id(delivery.data)
+    if order_id is None:
+        return None
+    error_type = _printable(headers.get(dl.H_ERROR_TYPE, "")) or "unknown error"
+    error = _printable(headers.get(dl.H_ERROR, ""))
+    reason = f"{step} gave up on the order (dead letter): {error_type}" + (f": {error}" if error else "")
+    if len(reason) > MAX_REASON:
+        reason = reason[: MAX_REASON - 1] + "…"
+    return Outcome(order_id, OutcomeKind.STEP_FAILED, delivery.subject, delivery.message_id, reason=reason, step=step)
+
+
+def _order_id(data: bytes) -> str | None:
+    """The ``order_id`` of a JSON body (a valid event or not), if it can be one."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("order_id") if isinstance(body, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # what OrderCreated accepts
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ORDER_ID or not value.isprintable():
+        return None
+    return value
+
+
+def _printable(text: str) -> str:
+    """One line of printable text (headers come from elsewhere: no control characters, NUL included)."""
+    return " ".join("".join(char if char.isprintable() else " " for char in text).split())

@@ -35,6 +35,11 @@ TRANSITIONS = {
 UNKNOWN_ORDER_OUTCOMES = Counter(
     "orders_unknown_order_outcomes", "Outcomes for orders this platform did not create (acknowledged)", ["subject"]
 )
+ORDERS_ENDED_BY_DEAD_LETTER = Counter(
+    "orders_ended_by_dead_letter",
+    "PENDING orders cancelled because a saga step dead-lettered their orders.created.v1",
+    ["step"],
+)
 SAGA_DURATION = Histogram(
     "order_saga_duration_seconds",
     "From an order placed to the saga's decision (CONFIRMED or CANCELLED), observed once the decision commits",
@@ -86,11 +91,27 @@ class OutcomeKind(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     STOCK_RESERVED = "stock_reserved"
     STOCK_REJECTED = "stock_rejected"
+    STEP_FAILED = "step_failed"  # a step gave up on the order (it dead-lettered orders.created.v1)
+
+
+class SagaStep(StrEnum):
+    """The saga's steps, by the name of the consumer that takes them."""
+
+    PAYMENT = "payments"
+    STOCK = "inventory"
+
+
+# What the order has heard from each step when that step succeeded.
+_STEP_SUCCEEDED = {
+    SagaStep.PAYMENT: ("payment_state", Order.PaymentState.CAPTURED),
+    SagaStep.STOCK: ("stock_state", Order.StockState.RESERVED),
+}
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a step of the saga told the order: one payment or stock outcome event."""
+    """What a step of the saga told the order: one payment or stock outcome event, or the dead
+    letter of a step that gave up on the order (``STEP_FAILED``, with its ``step``)."""
 
     order_id: str
     kind: OutcomeKind
@@ -98,6 +119,7 @@ class Outcome:
     causation_id: str
     payment_id: str = ""
     reason: str = ""
+    step: SagaStep | None = None
 
     def facts(self) -> dict[str, str]:
         match self.kind:
@@ -109,6 +131,13 @@ class Outcome:
                 return {"stock_state": Order.StockState.RESERVED}
             case OutcomeKind.STOCK_REJECTED:
                 return {"stock_state": Order.StockState.REJECTED}
+            case OutcomeKind.STEP_FAILED:
+                return {}  # nothing was heard from the step: it failed before it decided
+
+    def step_already_succeeded(self, order: Order) -> bool:
+        """A failed step the order has heard succeed: a late dead letter of a message it handled."""
+        name, value = _STEP_SUCCEEDED[self.step]
+        return getattr(order, name) == value
 
 
 def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
@@ -116,8 +145,11 @@ def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
 
     Every order of the batch is locked at once, in primary-key order; the changed orders are
     written with one UPDATE and their decisions with one outbox INSERT, whatever the batch's
-    size. Outcomes for orders this platform did not create are counted and skipped. Returns
-    the order of each outcome (None for those skipped), in the order of ``outcomes``.
+    size. Outcomes for orders this platform did not create are counted and skipped. A
+    ``STEP_FAILED`` outcome cancels a PENDING order (compensation follows its
+    ``orders.cancelled.v1``) unless the order has heard that step succeed; it leaves a decided
+    order alone. Returns the order of each outcome (None for those skipped), in the order of
+    ``outcomes``.
     """
     orders = _locked_many([outcome.order_id for outcome in outcomes])
     changed: dict[uuid.UUID, Order] = {}
@@ -139,7 +171,14 @@ def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
             fields.update(dict.fromkeys(facts))
         if order.status != Order.Status.PENDING:
             continue  # a late or repeated outcome; a cancelled order's capture is refunded by payments
-        if order.payment_state == Order.PaymentState.FAILED or order.stock_state == Order.StockState.REJECTED:
+        if outcome.kind == OutcomeKind.STEP_FAILED:
+            if outcome.step_already_succeeded(order):
+                logger.info("ignoring a late dead letter of %s for order %s: it succeeded", outcome.step, order.pk)
+                continue
+            reason = outcome.reason or f"{outcome.step} failed"
+            decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=outcome.causation_id)
+            transaction.on_commit(ORDERS_ENDED_BY_DEAD_LETTER.labels(outcome.step).inc)
+        elif order.payment_state == Order.PaymentState.FAILED or order.stock_state == Order.StockState.REJECTED:
             reason = outcome.reason or "a step of the order failed"
             decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=outcome.causation_id)
         elif order.payment_state == Order.PaymentState.CAPTURED and order.stock_state == Order.StockState.RESERVED:
@@ -215,6 +254,13 @@ def order_stock_rejected(*, order_id: str, reason: str, subject: str, causation_
 
 
 @transaction.atomic
+def order_step_failed(*, order_id: str, step: SagaStep, reason: str, subject: str, causation_id: str) -> Order | None:
+    """One outcome through ``order_outcomes_record``."""
+    outcome = Outcome(order_id, OutcomeKind.STEP_FAILED, subject, causation_id, reason=reason, step=step)
+    return order_outcomes_record(outcomes=[outcome])[0]
+
+
+@transaction.atomic
 def order_cancel(*, order_id: str, reason: str, causation_id: str | None = None) -> Order:
     """A customer's cancellation: PENDING or CONFIRMED -> CANCELLED (refund and release follow)."""
     order = _locked(order_id)
@@ -248,9 +294,10 @@ def _transition(order: Order, status: str, *, reason: str = "", causation_id: st
     envelope = {"correlation_id": str(order.id), "causation_id": causation_id}
     if status == Order.Status.CANCELLED:
         order.cancel_reason = reason[:500]
-        return _Decision(
-            [*fields, "cancel_reason"], OrderCancelled(order_id=str(order.id), reason=order.cancel_reason, **envelope)
+        cancelled = OrderCancelled(
+            order_id=str(order.id), reason=order.cancel_reason, currency=order.currency, **envelope
         )
+        return _Decision([*fields, "cancel_reason"], cancelled)
     return _Decision(
         fields,
         OrderConfirmed(

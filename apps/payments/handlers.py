@@ -35,5 +35,8 @@ def on_order_created(events: list[OrderCreated], answers: dict) -> None:
 def on_order_cancelled(events: list[OrderCancelled], answers: dict) -> None:
     for event in events:
         payment_refund_for_cancellation(
-            order_id=event.order_id, causation_id=event.message_id, answer=answers.get(event.order_id)
+            order_id=event.order_id,
+            currency=event.currency,
+            causation_id=event.message_id,
+            answer=answers.get(event.order_id),
         )

@@ -9,6 +9,8 @@ class Payment(models.Model):
         CAPTURED = "CAPTURED"
         FAILED = "FAILED"
         REFUNDED = "REFUNDED"
+        # A zero total: paid without asking the provider (nothing to charge, nothing to refund).
+        NO_CHARGE = "NO_CHARGE", "No charge (zero total)"
 
     order_id = models.CharField(max_length=100, unique=True)
     amount = models.DecimalField(max_digits=14, decimal_places=2)

@@ -14,6 +14,10 @@ If the process dies between the call and the record, the redelivered event claim
 row, calls again with the same key and gets the provider's first answer: one charge. A
 cancellation that meets a PENDING payment is retried until the charge is recorded, then
 refunds it.
+
+A zero total needs no charge (providers refuse a 0.00 charge): its claim is answered
+:data:`NO_CHARGE_NEEDED` without a call and recorded NO_CHARGE, with the same
+``payments.completed.v1`` a charge gets; a cancellation then has nothing to refund.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from .models import Payment
 # How long a cancellation waits before looking again at a payment whose charge is in flight.
 CHARGE_IN_FLIGHT_RETRY_SECONDS = 1.0
 
-ProviderAnswer = gateway.ChargeResult | str | Exception  # a charge's result, a refund id, or why the call failed
+
+@dataclass(frozen=True)
+class NoChargeNeeded:
+    """The answer to a claimed zero-total payment: the provider is not asked."""
+
+
+NO_CHARGE_NEEDED = NoChargeNeeded()
+# A charge's result, no charge needed, a refund id, or why the call failed.
+ProviderAnswer = gateway.ChargeResult | NoChargeNeeded | str | Exception
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,9 @@ def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, P
     """Claim each order's payment and ask the provider to charge every claimed one, concurrently.
 
     Call outside a transaction: the claim commits before the provider is called. Returns the
-    provider's answer (or the error of the call) for each order whose payment was undecided;
-    orders already charged, failed or cancelled get no call and no entry.
+    provider's answer (or the error of the call) for each order whose payment was undecided,
+    :data:`NO_CHARGE_NEEDED` (and no call) for a claimed amount of zero; orders already
+    charged, failed or cancelled get no call and no entry.
     """
     by_order = {request.order_id: request for request in requests}
     Payment.objects.bulk_create(
@@ -70,7 +83,11 @@ def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, P
             idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id
         )
 
-    answers = dict(zip([order_id for order_id, _, _ in claimed], gateway.each(charge, claimed), strict=True))
+    # The claimed row's amount decides: a zero total is paid without a call.
+    free = [order_id for order_id, amount, _ in claimed if amount == 0]
+    billable = [payment for payment in claimed if payment[1] != 0]
+    answers: dict[str, ProviderAnswer] = dict.fromkeys(free, NO_CHARGE_NEEDED)
+    answers.update(zip([order_id for order_id, _, _ in billable], gateway.each(charge, billable), strict=True))
     refused = [order_id for order_id, answer in answers.items() if isinstance(answer, PermanentError)]
     if refused:  # the provider charged nothing and never will for this request: release the claim
         Payment.objects.filter(order_id__in=refused, status=Payment.Status.PENDING).delete()
@@ -117,12 +134,14 @@ def payment_charges_record(*, answers: Sequence[ChargeAnswer]) -> None:
         failpoints.hit("payments.after_charge", item.order_id)  # fault tests: die between the charge and the commit
         envelope = {"correlation_id": item.order_id, "causation_id": item.causation_id}
         payment.updated_at = now
-        if answer.succeeded:
-            payment.status, payment.gateway_charge_id = Payment.Status.CAPTURED, answer.charge_id
+        if isinstance(answer, NoChargeNeeded) or answer.succeeded:
+            free = isinstance(answer, NoChargeNeeded)
+            payment.status = Payment.Status.NO_CHARGE if free else Payment.Status.CAPTURED
+            payment.gateway_charge_id = "" if free else answer.charge_id
             events.append(
                 PaymentCompleted(
                     order_id=item.order_id, payment_id=str(payment.pk), amount=payment.amount,
-                    currency=payment.currency, gateway_charge_id=answer.charge_id, **envelope,
+                    currency=payment.currency, gateway_charge_id=payment.gateway_charge_id, **envelope,
                 )
             )  # fmt: skip
         else:
@@ -167,15 +186,18 @@ def payment_refunds_request(*, order_ids: Sequence[str]) -> dict[str, ProviderAn
 
 
 def payment_refund_for_cancellation(
-    *, order_id: str, causation_id: str, answer: ProviderAnswer | None = None
+    *, order_id: str, currency: str, causation_id: str, answer: ProviderAnswer | None = None
 ) -> Payment | None:
     """Record the refund of a cancelled order's captured payment, once; stop a charge that has not
-    happened. ``answer`` is what the provider said to ``payment_refunds_request``. Call inside a
-    transaction."""
+    happened (its row: amount 0, the order's ``currency``, FAILED "order cancelled"). A NO_CHARGE
+    payment has nothing to refund. ``answer`` is what the provider said to
+    ``payment_refunds_request``. Call inside a transaction."""
     payment, created = Payment.objects.select_for_update().get_or_create(
         order_id=order_id,
-        defaults={"amount": 0, "currency": "", "status": Payment.Status.FAILED, "failure_reason": "order cancelled"},
-    )
+        defaults={
+            "amount": 0, "currency": currency, "status": Payment.Status.FAILED, "failure_reason": "order cancelled",
+        },
+    )  # fmt: skip
     if created:
         return payment  # cancelled before its order reached payments: it will not be charged
     if payment.status == Payment.Status.PENDING:

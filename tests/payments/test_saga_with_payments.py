@@ -18,8 +18,8 @@ from apps.orders.services import order_cancel, order_place
 from apps.payments import gateway as gateway_client
 from apps.payments.models import Payment
 from orders_platform.embedded.procs import wait_until
-from tests.bus import stop_process, wait_for
-from tests.gateway import Gateway
+from tests.bus import final, stop_process, wait_for
+from tests.gateway import Gateway, charges
 
 pytestmark = pytest.mark.slow
 
@@ -30,28 +30,15 @@ def platform(bus, settings, tmp_path):
     product_ensure(sku="LAST", name="Last one", price=Decimal("10.00"), stock_on_hand=1)
     gateway = Gateway(tmp_path / "ledger.jsonl").start()
     settings.PAYMENT_GATEWAY_URL = gateway.url
-    workers = [bus.relay(), bus.consumer("inventory"), bus.consumer("payments"), bus.consumer("orders")]
-    for worker in workers:
-        worker.__enter__()
-    yield gateway
-    for worker in workers:
-        worker.stop()
+    with bus.running("inventory", "payments", "orders"):
+        yield gateway
     gateway.stop()
-
-
-def final(order: Order, timeout: float = 30) -> str:
-    wait_for(lambda: Order.objects.get(pk=order.pk).status != "PENDING", timeout=timeout)
-    return Order.objects.get(pk=order.pk).status
-
-
-def charges(gateway: Gateway, order: Order) -> list[dict]:
-    return gateway.call("GET", f"/v1/charges?reference={order.pk}")[1]["data"]
 
 
 def test_a_paid_and_reserved_order_is_confirmed_and_charged_once_for_its_total(platform):
     order = order_place(customer_id="c", lines=[("KB", 2)])
     assert final(order) == "CONFIRMED"
-    (charge,) = charges(platform, order)
+    (charge,) = charges(platform, order.pk)
     assert charge["status"] == "succeeded" and Decimal(charge["amount"]) == Decimal("179.80")
     assert Payment.objects.get(order_id=str(order.pk)).status == "CAPTURED"
 
@@ -70,7 +57,7 @@ def test_an_order_out_of_stock_is_cancelled_and_its_charge_refunded_exactly_once
     assert {final(first), final(second)} == {"CONFIRMED", "CANCELLED"}
     cancelled = first if Order.objects.get(pk=first.pk).status == "CANCELLED" else second
     wait_for(lambda: Payment.objects.get(order_id=str(cancelled.pk)).status == "REFUNDED", timeout=30)
-    (charge,) = charges(platform, cancelled)
+    (charge,) = charges(platform, cancelled.pk)
     assert charge["amount_refunded"] == charge["amount"] == "10.00"
 
 
@@ -79,10 +66,10 @@ def test_orders_are_accepted_during_a_gateway_outage_and_charged_after_it(platfo
     order = order_place(customer_id="c", lines=[("KB", 1)])
     time.sleep(3)
     assert Order.objects.get(pk=order.pk).status == "PENDING", "accepted, waiting for its payment"
-    assert charges(platform, order) == []
+    assert charges(platform, order.pk) == []
     platform.control(outage=False)
     assert final(order, timeout=60) == "CONFIRMED"
-    assert len(charges(platform, order)) == 1
+    assert len(charges(platform, order.pk)) == 1
 
 
 def test_exactly_once_billing_when_payments_dies_between_the_charge_and_its_commit(bus, settings, tmp_path):
@@ -117,7 +104,7 @@ def test_exactly_once_billing_when_payments_dies_between_the_charge_and_its_comm
         for order in orders:
             order.refresh_from_db()
             assert order.status == "CONFIRMED"
-            (charge,) = charges(gateway, order)  # the same key again: the gateway answered the first charge
+            (charge,) = charges(gateway, order.pk)  # the same key again: the gateway answered the first charge
             assert Decimal(charge["amount"]) == order.total_amount
             assert Payment.objects.get(order_id=str(order.pk)).gateway_charge_id == charge["id"]
     finally:
@@ -141,7 +128,7 @@ def test_the_circuit_breaker_pauses_payments_during_an_outage_and_resumes_after_
     platform.control(outage=False)
     for order in orders:
         assert final(order, timeout=60) == "CONFIRMED"
-        assert len(charges(platform, order)) == 1
+        assert len(charges(platform, order.pk)) == 1
     assert bus.stream_messages("DLQ") == 0
 
 
@@ -167,7 +154,7 @@ def test_a_customer_cancellation_of_a_confirmed_order_refunds_and_releases_once(
     order_cancel(order_id=str(order.pk), reason="changed my mind")
     wait_for(lambda: Payment.objects.get(order_id=str(order.pk)).status == "REFUNDED", timeout=30)
     wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
-    (charge,) = charges(platform, order)
+    (charge,) = charges(platform, order.pk)
     assert charge["amount_refunded"] == charge["amount"] == "359.60"
 
 
@@ -199,7 +186,7 @@ def test_a_slow_provider_charges_a_batch_of_orders_concurrently(bus, settings, t
         assert stats["requests"] == 20, "one charge request per order"
         assert stats["max_in_flight"] >= 15, f"the charges overlapped: {stats}"
         for order in orders:
-            assert len(charges(gateway, order)) == 1
+            assert len(charges(gateway, order.pk)) == 1
     finally:
         gateway.stop()
 
@@ -212,7 +199,7 @@ def test_a_cancellation_during_the_charge_refunds_it_once_the_charge_is_recorded
     wait_for(lambda: Payment.objects.filter(order_id=str(order.pk), status="PENDING").exists(), timeout=30)
     order_cancel(order_id=str(order.pk), reason="changed my mind")
     wait_for(lambda: Payment.objects.get(order_id=str(order.pk)).status == "REFUNDED", timeout=60)
-    (charge,) = charges(platform, order)
+    (charge,) = charges(platform, order.pk)
     assert charge["amount_refunded"] == charge["amount"] == "89.90"
     assert Order.objects.get(pk=order.pk).status == "CANCELLED"
     wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)

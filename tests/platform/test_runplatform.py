@@ -119,6 +119,7 @@ def test_the_platform_starts_serves_the_admin_and_stops_with_no_orphans(tmp_path
         output.wait_for(r"^gateway +\| payment gateway simulator on http://127.0.0.1:")
         output.wait_for(r"^inventory +\| .*consumer inventory running on ORDERS")
         output.wait_for(r"^orders +\| .*consumer orders running on INVENTORY, PAYMENTS")
+        output.wait_for(r"^saga-failures +\| .*consumer saga-failures running on DLQ")
         output.wait_for(r"^payments +\| .*consumer payments running on ORDERS")
         output.wait_for(r"^audit +\| .*consumer audit running on INVENTORY, OPERATOR, ORDERS, PAYMENTS")
         assert not any("runserver" in line for line in output.lines)
