@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from orders_platform.embedded import NatsServer, PostgresServer, nats_server_binary  # noqa: E402
+from orders_platform.embedded.dev import DEFAULT_SYNC_INTERVAL  # noqa: E402
 
 DATABASE_NAME = "bench"
 SYSTEM_PORTS = {5432: "the system PostgreSQL", 4222: "the system nats-server"}
@@ -55,7 +56,7 @@ class PrivateServers:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="orders-bench-"))
         self.postgres = PostgresServer(self.root / "postgres")
-        self.nats = NatsServer(self.root / "nats", name="bench")
+        self.nats = NatsServer(self.root / "nats", name="bench", sync_interval=DEFAULT_SYNC_INTERVAL)  # as make run
 
     @property
     def database_url(self) -> str:

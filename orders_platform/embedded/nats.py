@@ -45,6 +45,16 @@ def nats_server_binary() -> Path:
     return binary
 
 
+_SYNC_INTERVAL = re.compile(r"always|(\d+(\.\d+)?(ms|s|m|h))+")
+
+
+def check_sync_interval(value: str) -> str:
+    """``always`` (fsync every write before acknowledging it) or a Go duration (``1s``, ``2m``)."""
+    if not _SYNC_INTERVAL.fullmatch(value):
+        raise ValueError(f"{value!r} is not 'always' or a duration such as 1s or 2m")
+    return value
+
+
 class NatsServer:
     """One nats-server with its JetStream store in ``store_dir``.
 
@@ -63,6 +73,7 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        sync_interval: str | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).resolve()
         self.port = port
@@ -72,6 +83,7 @@ class NatsServer:
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.extra_args = list(extra_args)
+        self.sync_interval = check_sync_interval(sync_interval) if sync_interval else None
         self._popen: subprocess.Popen | None = None
 
     @property
@@ -192,6 +204,11 @@ class NatsServer:
                 "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}",
                 "--routes", ",".join(self.routes),
             ]  # fmt: skip
+        if self.sync_interval:
+            # Only a config file sets it; the command line's flags still apply on top of it.
+            config = self.store_dir / "durability.conf"
+            config.write_text(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+            args += ["--config", str(config)]
         args += self.extra_args
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(

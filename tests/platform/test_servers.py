@@ -225,3 +225,32 @@ def test_a_port_in_use_is_reported_clearly(tmp_path, nats_server):
     with pytest.raises(EmbeddedServiceError, match="already in use"):
         PostgresServer(tmp_path / "pg", port=busy).start()
     assert free_port() != busy
+
+
+def test_the_embedded_nats_server_flushes_every_write_before_acknowledging_it_by_default(tmp_path, monkeypatch):
+    """Issue 11, reproduction 8: durability is a deliberate setting, ``always`` unless changed."""
+    from orders_platform.embedded import dev
+
+    monkeypatch.delenv("NATS_SYNC_INTERVAL", raising=False)
+    server = dev.nats_server(tmp_path).start()
+    try:
+        assert server.monitor("varz")["jetstream"]["config"]["sync_always"] is True
+    finally:
+        server.stop()
+    monkeypatch.setenv("NATS_SYNC_INTERVAL", "1s")
+    server = dev.nats_server(tmp_path).start()
+    try:
+        config = server.monitor("varz")["jetstream"]["config"]
+        assert config.get("sync_always") is not True and config["sync_interval"] == 1_000_000_000
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("value", ["sometimes", "1 s", "always;", "5"])
+def test_a_bad_nats_sync_interval_stops_start_up_naming_the_variable(tmp_path, monkeypatch, value):
+    from orders_platform.embedded import dev
+    from orders_platform.embedded.errors import EmbeddedServiceError
+
+    monkeypatch.setenv("NATS_SYNC_INTERVAL", value)
+    with pytest.raises(EmbeddedServiceError, match="NATS_SYNC_INTERVAL"):
+        dev.nats_server(tmp_path)
