@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 import uuid
 
 import benchlib
@@ -122,10 +121,7 @@ class AuditBench:
         """Recreate every stream the audit consumer reads (dropping its consumers), preload ORDERS."""
         for stream in AUDIT_STREAMS:
             await benchlib.reset_stream(js, stream)
-        await benchlib.publish_pipelined(js, self.messages)
-        stored = await benchlib.stream_messages(js, STREAM)
-        if stored != len(self.messages):
-            raise benchlib.BenchError(f"preloaded {stored} messages, expected {len(self.messages)}")
+        await benchlib.preload(js, STREAM, self.messages)
 
     # -- 1. ceiling --------------------------------------------------------------------
 
@@ -141,35 +137,13 @@ class AuditBench:
     # -- 2. the audit consumer ---------------------------------------------------------
 
     async def audit(self, method: Method) -> float:
-        from apps.eventbus.runner import ConsumerRunner
-        from apps.eventbus.setup import ensure_consumer
-
         async with benchlib.nats_client(self.servers.nats.url) as nc:
             js = nc.jetstream()
             await self.prepare(js)
-            # Consumers exist before their runners in production (nats_setup): create them untimed.
-            for stream, subjects in self.lanes.items():
-                await ensure_consumer(js, self.spec, stream, subjects)
-            stop = asyncio.Event()
-            runner = ConsumerRunner(self.spec, batch_size=self.batch)
-            started = time.perf_counter()
-            task = asyncio.create_task(runner.run(stop))
-            try:
-                finished = await benchlib.wait_for_row_count(
-                    self.servers.database_url,
-                    self.count_sql,
-                    [],
-                    method.events,
-                    interval=self.args.poll,
-                    timeout=benchlib.timeout_for(method.events),
-                    worker=task,
-                )
-            finally:
-                await benchlib.stop_worker(stop, task)
-            outstanding = await benchlib.wait_until_settled(js, STREAM, CONSUMER)
-            benchlib.check(method, "messages left unacknowledged", outstanding, 0)
-            benchlib.check(method, "redeliveries", (await js.consumer_info(STREAM, CONSUMER)).num_redelivered, 0)
-        return finished - started
+            return await benchlib.time_runner_drain(
+                js, self.spec, method, database_url=self.servers.database_url, stream=STREAM, batch=self.batch,
+                count_sql=self.count_sql, poll=self.args.poll,
+            )  # fmt: skip
 
     # -- checks ------------------------------------------------------------------------
 

@@ -206,6 +206,14 @@ async def stream_messages(js, name: str) -> int:
     return (await js.stream_info(name)).state.messages
 
 
+async def preload(js, stream: str, messages: Sequence[Message]) -> None:
+    """Publish ``messages`` (untimed) and check that ``stream`` holds exactly that many."""
+    await publish_pipelined(js, messages)
+    stored = await stream_messages(js, stream)
+    if stored != len(messages):
+        raise BenchError(f"preloaded {stored} messages, expected {len(messages)}")
+
+
 async def wait_until_settled(js, stream: str, consumer: str, timeout: float = 5.0) -> int:
     """The consumer's pending + unacknowledged count once it reaches 0, or after ``timeout``
     (the server applies acks asynchronously, a moment after the client has flushed them)."""
@@ -257,6 +265,36 @@ def timeout_for(events: int, slowest_rate: float = 200.0) -> float:
 async def stop_worker(stop: asyncio.Event, task: asyncio.Task, timeout: float = 30.0) -> None:
     stop.set()
     await asyncio.wait_for(task, timeout=timeout)
+
+
+async def time_runner_drain(
+    js, spec, method: Method, *, database_url: str, stream: str, batch: int, count_sql: str,
+    params: Sequence[object] = (), poll: float,
+) -> float:  # fmt: skip
+    """Seconds an eventbus ``ConsumerRunner`` for ``spec`` takes from its start until ``count_sql``
+    counts ``method.events`` rows (its stream preloaded); then checks it left nothing
+    unacknowledged on ``stream`` and nothing was redelivered."""
+    from apps.eventbus.registry import registry
+    from apps.eventbus.runner import ConsumerRunner
+    from apps.eventbus.setup import ensure_consumer
+
+    # Consumers exist before their runners in production (nats_setup): created untimed.
+    for lane, subjects in registry.streams_of(spec).items():
+        await ensure_consumer(js, spec, lane, subjects)
+    stop = asyncio.Event()
+    runner = ConsumerRunner(spec, batch_size=batch)
+    started = time.perf_counter()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        finished = await wait_for_row_count(
+            database_url, count_sql, params, method.events,
+            interval=poll, timeout=timeout_for(method.events), worker=task,
+        )  # fmt: skip
+    finally:
+        await stop_worker(stop, task)
+    check(method, "messages left unacknowledged", await wait_until_settled(js, stream, spec.name), 0)
+    check(method, "redeliveries", (await js.consumer_info(stream, spec.name)).num_redelivered, 0)
+    return finished - started
 
 
 # -- results --------------------------------------------------------------------------

@@ -87,7 +87,6 @@ class ConsumerBench:
         )
         events = [SomethingHappened(value=index) for index in range(args.events)]
         self.messages = [(SUBJECT, event.to_json(), {"Nats-Msg-Id": event.message_id}) for event in events]
-        self.lanes = registry.streams_of(self.spec)  # stream -> filter subjects (with the redelivery lane)
         self.effect_count_sql = f'SELECT count(*) FROM "{Effect._meta.db_table}" WHERE consumer = %s'
         self.measures = {"ceiling": self.ceiling, "runner": self.runner, "naive": self.naive}
 
@@ -165,10 +164,7 @@ class ConsumerBench:
     async def prepare(self, js, events: int) -> None:
         """Recreate the stream, preload ``events`` messages (pipelined, not timed)."""
         await benchlib.reset_stream(js, STREAM)
-        await benchlib.publish_pipelined(js, self.messages[:events])
-        stored = await benchlib.stream_messages(js, STREAM)
-        if stored != events:
-            raise benchlib.BenchError(f"preloaded {stored} messages, expected {events}")
+        await benchlib.preload(js, STREAM, self.messages[:events])
 
     # -- 1. ceiling --------------------------------------------------------------------
 
@@ -184,35 +180,13 @@ class ConsumerBench:
     # -- 2. the eventbus runner --------------------------------------------------------
 
     async def runner(self, method: Method) -> float:
-        from apps.eventbus.runner import ConsumerRunner
-        from apps.eventbus.setup import ensure_consumer
-
         async with benchlib.nats_client(self.servers.nats.url) as nc:
             js = nc.jetstream()
             await self.prepare(js, method.events)
-            # Consumers exist before their runners in production (nats_setup): create it untimed.
-            for stream, subjects in self.lanes.items():
-                await ensure_consumer(js, self.spec, stream, subjects)
-            stop = asyncio.Event()
-            runner = ConsumerRunner(self.spec, batch_size=self.args.batch)
-            started = time.perf_counter()
-            task = asyncio.create_task(runner.run(stop))
-            try:
-                finished = await benchlib.wait_for_row_count(
-                    self.servers.database_url,
-                    self.effect_count_sql,
-                    [RUNNER_CONSUMER],
-                    method.events,
-                    interval=self.args.poll,
-                    timeout=benchlib.timeout_for(method.events),
-                    worker=task,
-                )
-            finally:
-                await benchlib.stop_worker(stop, task)
-            outstanding = await benchlib.wait_until_settled(js, STREAM, RUNNER_CONSUMER)
-            benchlib.check(method, "messages left unacknowledged", outstanding, 0)
-            benchlib.check(method, "redeliveries", (await js.consumer_info(STREAM, RUNNER_CONSUMER)).num_redelivered, 0)
-        return finished - started
+            return await benchlib.time_runner_drain(
+                js, self.spec, method, database_url=self.servers.database_url, stream=STREAM, batch=self.args.batch,
+                count_sql=self.effect_count_sql, params=[RUNNER_CONSUMER], poll=self.args.poll,
+            )  # fmt: skip
 
     # -- 3. naive ----------------------------------------------------------------------
 

@@ -881,30 +881,19 @@ class Bench:
                     verdict(p[99] <= target) if target else "-",
                 ]
             )
+
+        def ratio_row(key: str, label: str, figure: str, top: list[float], bottom: list[float]) -> list[str]:
+            ratio, target = statistics.median(top) / statistics.median(bottom), TARGETS[key]
+            return [label, figure, f">= {target}", ratio_text(ratio, target), verdict(ratio >= target)]
+
         one, two = self.series("d1", "saga"), self.series("d2", "saga")
         if one and two:
-            ratio = statistics.median(two) / statistics.median(one)
-            rows.append(
-                [
-                    f"d  payments x2 / x1, drain (concurrency {args.scaling_concurrency}, {args.latency_ms} ms)",
-                    f"x1 {spread(one)}, x2 {spread(two)}",
-                    ">= 1.7",
-                    ratio_text(ratio, TARGETS["d"]),
-                    verdict(ratio >= TARGETS["d"]),
-                ]
-            )
+            label = f"d  payments x2 / x1, drain (concurrency {args.scaling_concurrency}, {args.latency_ms} ms)"
+            rows.append(ratio_row("d", label, f"x1 {spread(one)}, x2 {spread(two)}", two, one))
         api, plain = self.series("e-api", "intake"), self.series("e-plain", "intake")
         if api and plain:
-            ratio = statistics.median(api) / statistics.median(plain)
-            rows.append(
-                [
-                    f"e  intake POST /api/orders/ / plain DRF create (downstream {args.intake_downstream})",
-                    f"{spread(api)} vs {spread(plain)}",
-                    ">= 0.85",
-                    ratio_text(ratio, TARGETS["e"]),
-                    verdict(ratio >= TARGETS["e"]),
-                ]
-            )
+            label = f"e  intake POST /api/orders/ / plain DRF create (downstream {args.intake_downstream})"
+            rows.append(ratio_row("e", label, f"{spread(api)} vs {spread(plain)}", api, plain))
         total_runs = sum(len(runs) for runs in self.runs.values())
         rows.append(
             [

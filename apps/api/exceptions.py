@@ -41,7 +41,6 @@ MAPPED_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 UNAVAILABLE_MESSAGE = "The service is unavailable for a moment; retry after the seconds in Retry-After."
-RETRY_AFTER_SECONDS = 5  # unless settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"] says otherwise
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -88,9 +87,8 @@ def describe(exc: Exception) -> tuple[int, str, str, dict, dict] | None:
 
 
 def retry_after() -> dict[str, str]:
-    """The ``Retry-After`` header of every 503: ``settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"]``
-    (seconds; ``RETRY_AFTER_SECONDS`` when unset)."""
-    return {"Retry-After": str(settings.API.get("UNAVAILABLE_RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS))}
+    """The ``Retry-After`` header of every 503: ``settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"]`` seconds."""
+    return {"Retry-After": str(settings.API["UNAVAILABLE_RETRY_AFTER_SECONDS"])}
 
 
 def flatten(detail, path: str = "") -> dict[str, list[str]]:

@@ -50,7 +50,7 @@ def _json_object(data: bytes) -> dict:
 
 def _field(body: dict, name: str) -> str:
     value = body.get(name)
-    return str(value) if isinstance(value, str | int) and value != "" else ""
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and value != "" else ""
 
 
 _ID = re.compile(r"[0-9]{1,18}")  # a row id (str.isdigit() also takes "²", which int() refuses)
@@ -116,6 +116,11 @@ class Delivery:
         if self.event is not None:
             return self.event.correlation_id or ""
         return _field(self._body, "correlation_id")
+
+    def field(self, name: str) -> str:
+        """A text (or integer) field of the body, as text, or "" (a body that is not a JSON object
+        included): for raw handlers, from the one parse of the body."""
+        return _field(self._body, name)
 
     @cached_property
     def _body(self) -> dict:

@@ -85,7 +85,8 @@ class StreamSpec:
         return [*self.subjects, *extra]
 
     def captures(self, subject: str) -> bool:
-        return any(subject_matches(pattern, subject) for pattern in self.subjects)
+        """The stream stores messages on ``subject`` (its redelivery lane included)."""
+        return any(subject_matches(pattern, subject) for pattern in self.all_subjects)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,10 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.consumers)) or "none"
             raise KeyError(f"no consumer named {name!r} is declared (known: {known})") from None
+
+    def captures(self, subject: str) -> bool:
+        """Some declared stream stores messages on ``subject``: a publish to it can be acknowledged."""
+        return any(spec.captures(subject) for spec in self.streams.values())
 
     def stream_for(self, subject: str) -> StreamSpec:
         for spec in self.streams.values():

@@ -49,7 +49,7 @@ from .connection import ConnectionLost, close_client, connect
 from .delivery import H_MSG_ID
 from .models import OutboxDeadLetter, OutboxEvent
 from .outbox import NOTIFY_CHANNEL
-from .registry import Registry, registry, subject_matches
+from .registry import Registry, registry
 from .setup import ensure_stream
 from .wire import unpublishable
 
@@ -155,16 +155,11 @@ class _Round(NamedTuple):
     held: list[_Row]  # not tried: an earlier event of its aggregate failed
 
 
-def refusal(subject: str, body: bytes, headers: dict[str, str], *, max_payload: int, reg: Registry) -> str | None:
+def refusal(subject: str, body: bytes, headers: dict[str, str], *, max_payload: int, captured: bool) -> str | None:
     """Why JetStream can never take this message as it is, checked before sending, or None."""
-    if not _captured(subject, reg):
+    if not captured:
         return f"no stream captures the subject {subject[:200]!r}"
     return unpublishable(headers, body, max_payload=max_payload)
-
-
-def _captured(subject: str, reg: Registry) -> bool:
-    """A declared stream takes the subject (its redelivery lanes included)."""
-    return any(subject_matches(pattern, subject) for spec in reg.streams.values() for pattern in spec.all_subjects)
 
 
 class _Acks:
@@ -228,6 +223,14 @@ class Relay:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-relay-{lane}") for lane in range(lanes)
         ]
         self.wake = asyncio.Event()
+        self._captured: dict[str, bool] = {}  # subject -> a declared stream takes it (the registry is fixed)
+
+    def captured(self, subject: str) -> bool:
+        if (taken := self._captured.get(subject)) is None:
+            if len(self._captured) >= 10_000:  # subjects come from rows: keep the memo bounded whatever they hold
+                self._captured.clear()
+            taken = self._captured[subject] = self.registry.captures(subject)
+        return taken
 
     async def run(self, stop: asyncio.Event) -> None:
         self.loop = asyncio.get_running_loop()
@@ -406,7 +409,9 @@ class Relay:
             for row in batch:
                 body = row.body.encode()
                 headers = {**_json(row.headers), H_MSG_ID: row.message_id}
-                reason = refusal(row.subject, body, headers, max_payload=max_payload, reg=self.registry)
+                reason = refusal(
+                    row.subject, body, headers, max_payload=max_payload, captured=self.captured(row.subject)
+                )
                 if reason is None:
                     futures.append(await self.acks.publish(row.subject, body, headers))
                 else:

@@ -22,11 +22,11 @@ from django.db import connections
 from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoServersError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from . import metrics
 from .connection import ConnectionLost, close_client, connect
-from .deadletters import dead_letter_headers, dlq_subject
+from .deadletters import dead_letter_headers, dlq_subject, fit_dead_letter
 from .delivery import Delivery, Outcome
 from .errors import DependencyDown
 from .processing import BatchProcessor, Prepared, database_ready
@@ -39,6 +39,7 @@ from .registry import (
     preparer_of,
     registry,
 )
+from .services import dead_letter_park_body
 from .setup import ensure_consumer, ensure_stream
 
 logger = logging.getLogger(__name__)
@@ -316,10 +317,6 @@ class ConsumerRunner:
         that still cannot travel is kept whole in the database (DeadLetterBody, written in the
         worker thread) before the dead letter goes without it (see ``fit_dead_letter``).
         """
-        # Imported here, not at the top: only this method of the runner needs them.
-        from .deadletters import fit_dead_letter
-        from .services import dead_letter_park_body
-
         headers = dead_letter_headers(self.spec.name, delivery, outcome)
         fitted = fit_dead_letter(headers, delivery.data, self.nc.max_payload)
         if fitted.parked:
@@ -372,8 +369,6 @@ class ConsumerRunner:
         Its dead letter has the identity (consumer, stream, sequence) and ``Nats-Msg-Id`` the
         runner gives it: the same dead letter reported by both paths is one DeadLetter row.
         """
-        from nats.js.errors import BadRequestError
-
         try:
             body = json.loads(advisory.data)
             stream, sequence = body["stream"], int(body["stream_seq"])

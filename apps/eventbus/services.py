@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
@@ -27,14 +27,13 @@ from .events import (
 )
 from .models import DeadLetter, DeadLetterBody, DeadLetterEvent
 from .outbox import outbox_write, outbox_write_raw
-from .registry import REDELIVER_PREFIX, registry, subject_matches
-from .wire import MAX_HEADER_BLOCK, header_size, wire_size
+from .registry import REDELIVER_PREFIX, registry
+from .wire import unpublishable
 
 logger = logging.getLogger(__name__)
 
 # Open dead letters: the ones an operator may still reprocess, edit or discard.
 REPROCESSABLE = (DeadLetter.Status.PENDING, DeadLetter.Status.REPROCESSING, DeadLetter.Status.FAILED_AGAIN)
-DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload (headers and body)
 MAX_STORED_ERROR = 10_000
 MAX_COUNTER = 2**31 - 1  # a PositiveIntegerField
 MAX_SEQUENCE = 2**63 - 1  # a BigIntegerField
@@ -254,19 +253,13 @@ def dead_letter_park_body(*, consumer: str, stream: str, stream_sequence: int, b
 
     Idempotent (the runner and the MAX_DELIVERIES advisory may both report one dead letter);
     nothing is kept for a dead letter already recorded. True when a body is kept. A database
-    outage raises: the message is not settled and comes back, nothing is lost.
+    outage raises: the message is not settled and comes back, nothing is lost (the runner's
+    next batch on this thread finds the outage and reopens the connection).
     """
     identity = dead_letter_identity(consumer=consumer, stream=stream, stream_sequence=stream_sequence)
-    try:
-        if DeadLetter.objects.filter(**identity).exists():
-            return False
-        DeadLetterBody.objects.bulk_create([DeadLetterBody(**identity, body=bytes(body))], ignore_conflicts=True)
-    except (OperationalError, InterfaceError):
-        try:
-            connection.close()  # the next use of this thread's connection opens a new one
-        except (OperationalError, InterfaceError):
-            connection.connection = None
-        raise
+    if DeadLetter.objects.filter(**identity).exists():
+        return False
+    DeadLetterBody.objects.bulk_create([DeadLetterBody(**identity, body=bytes(body))], ignore_conflicts=True)
     return True
 
 
@@ -277,8 +270,7 @@ def _redelivery_subject(dead_letter: DeadLetter) -> str:
 def _route_refusal(dead_letter: DeadLetter) -> str | None:
     """Why no stream or no consumer would take this dead letter's redelivery, if so."""
     subject = _redelivery_subject(dead_letter)
-    patterns = [pattern for spec in registry.streams.values() for pattern in spec.all_subjects]
-    if not any(subject_matches(pattern, subject) for pattern in patterns):
+    if not registry.captures(subject):
         return (
             f"its redelivery subject {subject!r} is captured by no stream (stream {dead_letter.stream!r} takes no "
             "redeliveries or is not declared), so it could never be published; discard it instead"
@@ -315,11 +307,6 @@ def _redelivery(dead_letter: DeadLetter, attempt: int, body: str | None = None) 
     return row, dropped
 
 
-def max_payload() -> int:
-    """The largest message (headers and body) the NATS servers accept: ``EVENTBUS["MAX_PAYLOAD"]``."""
-    return int(settings.EVENTBUS.get("MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD))
-
-
 def _publish_refusal(dead_letter: DeadLetter, row: dict, *, edited: bool) -> str | None:
     """Why the redelivery ``row`` could never be published, if so."""
     if route := _route_refusal(dead_letter):
@@ -331,15 +318,11 @@ def _publish_refusal(dead_letter: DeadLetter, row: dict, *, edited: bool) -> str
         )
     body = row["body"].encode("utf-8", "surrogatepass")
     headers = {**row["headers"], H_MSG_ID: row["message_id"]}  # the relay adds the de-duplication id
-    if header_size(headers) > MAX_HEADER_BLOCK:
-        return f"its headers would be {header_size(headers)} bytes, more than the {MAX_HEADER_BLOCK} JetStream accepts"
-    size = wire_size(headers, body)
-    limit = max_payload()
-    if size > limit:
+    if problem := unpublishable(headers, body, max_payload=settings.EVENTBUS["MAX_PAYLOAD"]):
         what = "edited payload" if edited else "payload"
         return (
-            f"its redelivery would be {size} bytes (a {len(body)}-byte {what} and its headers), more than the "
-            f"{limit} bytes the server accepts; edit the payload to make it smaller, or discard it"
+            f"its redelivery (a {len(body)}-byte {what} and its headers) could not be published: {problem}; "
+            "edit the payload to make it smaller, or discard it"
         )
     return None
 

@@ -48,5 +48,5 @@ def unpublishable(headers: dict[str, str], body: bytes, *, max_payload: int) -> 
     if (size := header_size(headers)) > MAX_HEADER_BLOCK:
         return f"{size:,} bytes of headers, over JetStream's limit of {MAX_HEADER_BLOCK:,}"
     if (size := wire_size(headers, body)) > max_payload:
-        return f"{size:,} bytes with headers, over the server's max_payload of {max_payload:,}"
+        return f"{size} bytes with headers, more than the {max_payload} bytes the server accepts (max_payload)"
     return None

@@ -3,8 +3,6 @@ that gives up on an order (dead-letters its ``orders.created.v1``) ends it."""
 
 from __future__ import annotations
 
-import json
-
 from apps.eventbus import deadletters as dl
 from apps.eventbus.delivery import Delivery
 from apps.eventbus.registry import DLQ_PREFIX, batch_handler
@@ -62,29 +60,20 @@ def step_failure_of(delivery: Delivery) -> Outcome | None:
     headers = delivery.headers
     if headers.get(dl.H_CONSUMER) != step or headers.get(dl.H_SUBJECT) != OrderCreated.subject:
         return None
-    order_id = _order_id(delivery.data)
-    if order_id is None:
+    order_id = delivery.field("order_id")
+    if not 0 < len(order_id) <= MAX_ORDER_ID or not order_id.isprintable():
         return None
     error_type = _printable(headers.get(dl.H_ERROR_TYPE, "")) or "unknown error"
     error = _printable(headers.get(dl.H_ERROR, ""))
     reason = f"{step} gave up on the order (dead letter): {error_type}" + (f": {error}" if error else "")
-    if len(reason) > MAX_REASON:
-        reason = reason[: MAX_REASON - 1] + "…"
-    return Outcome(order_id, OutcomeKind.STEP_FAILED, delivery.subject, delivery.message_id, reason=reason, step=step)
-
-
-def _order_id(data: bytes) -> str | None:
-    """The ``order_id`` of a JSON body (a valid event or not), if it can be one."""
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    value = body.get("order_id") if isinstance(body, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # what OrderCreated accepts
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ORDER_ID or not value.isprintable():
-        return None
-    return value
+    return Outcome(
+        order_id,
+        OutcomeKind.STEP_FAILED,
+        delivery.subject,
+        delivery.message_id,
+        reason=dl.truncate(reason, MAX_REASON),
+        step=step,
+    )
 
 
 def _printable(text: str) -> str:

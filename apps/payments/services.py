@@ -134,8 +134,8 @@ def payment_charges_record(*, answers: Sequence[ChargeAnswer]) -> None:
         failpoints.hit("payments.after_charge", item.order_id)  # fault tests: die between the charge and the commit
         envelope = {"correlation_id": item.order_id, "causation_id": item.causation_id}
         payment.updated_at = now
-        if isinstance(answer, NoChargeNeeded) or answer.succeeded:
-            free = isinstance(answer, NoChargeNeeded)
+        free = isinstance(answer, NoChargeNeeded)
+        if free or answer.succeeded:
             payment.status = Payment.Status.NO_CHARGE if free else Payment.Status.CAPTURED
             payment.gateway_charge_id = "" if free else answer.charge_id
             events.append(

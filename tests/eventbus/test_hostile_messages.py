@@ -64,6 +64,7 @@ from nats.js.api import StorageType, StreamConfig
 from apps.eventbus.contracts import all_contracts
 from apps.eventbus.models import DeadLetter, OutboxEvent
 from apps.eventbus.registry import ADVISORY_STREAM, DLQ_PREFIX, DLQ_STREAM, registry, subject_matches
+from apps.eventbus.wire import MAX_HEADER_BLOCK, header_size
 from orders_platform.embedded.procs import wait_until
 from tests.gateway import Gateway
 
@@ -79,7 +80,7 @@ STOP_BOUND = 30.0  # SIGTERM to exit
 TERMINATIONS_STREAM = "FUZZ_TERMINATIONS"
 TERMINATED_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
 SEQ_BASE = 10**12  # forged dead-letter sequences: far above any real stream sequence
-MAX_HEADERS = 64 * 1024 - 256  # JetStream refuses a message whose headers exceed 64 KiB (err 10097)
+MAX_HEADERS = MAX_HEADER_BLOCK - 256  # JetStream refuses larger header blocks (err 10097); a little to spare
 
 # Placeholders filled in at publish time (hypothesis draws templates; sizes need the server's
 # max_payload and the final headers, ids must be unique in the run).
@@ -134,14 +135,6 @@ def _short(value, limit: int):
     return value[: limit - 10] + cut + value[-6:]
 
 
-def header_bytes(headers: dict[str, str]) -> int:
-    """What the headers add to a message, as nats-py writes them and the server counts them."""
-    if not headers:
-        return 0
-    lines = b"".join(f"{key}: {value}\r\n".encode() for key, value in headers.items())
-    return len(b"NATS/1.0\r\n") + len(lines) + len(b"\r\n")
-
-
 def clean_header_value(value: str) -> str:
     """nats-py strips a value and turns CR/LF into spaces: send exactly that, so sizes add up."""
     return value.replace("\r", " ").replace("\n", " ").strip()
@@ -155,7 +148,7 @@ def materialize(hostile: Hostile, number: int, max_payload: int) -> tuple[bytes,
         value = value.replace(HPAD, hostile.header_filler * hostile.header_pad)
         headers[key] = clean_header_value(value)
     for key in sorted(headers, key=lambda name: -len(headers[name].encode())):  # within JetStream's header limit
-        excess = header_bytes(headers) - MAX_HEADERS
+        excess = header_size(headers) - MAX_HEADERS
         if excess <= 0:
             break
         encoded = headers[key].encode()
@@ -165,7 +158,7 @@ def materialize(hostile: Hostile, number: int, max_payload: int) -> tuple[bytes,
         if hostile.body_size is not None:
             room = hostile.body_size - (len(body) - len(PAD))
         elif hostile.fill is not None:
-            room = max_payload - hostile.fill - header_bytes(headers) - (len(body) - len(PAD))
+            room = max_payload - hostile.fill - header_size(headers) - (len(body) - len(PAD))
         else:
             room = 0
         body = body.replace(PAD.encode(), (hostile.filler * max(room, 0))[: max(room, 0)])

@@ -178,3 +178,15 @@ def test_a_relay_that_keeps_failing_in_a_way_it_was_not_written_for_exits(bus, m
     worker = bus.relay()
     with pytest.raises(RuntimeError, match="a bug in the round"), worker:
         wait_for(lambda: not worker._thread.is_alive(), timeout=20, message="the relay stayed up")
+
+
+def test_a_streams_redelivery_lane_is_captured_and_a_stream_without_one_captures_none():
+    """The one rule the relay and the reprocess check share (``Registry.captures``)."""
+    from apps.eventbus.registry import registry
+
+    assert registry.captures("redeliver.TESTING.testing") and registry.stream_for("redeliver.TESTING.testing").name == (
+        "TESTING"
+    )
+    assert registry.captures("testing.happened.v1")
+    assert not registry.captures("redeliver.DLQ.dead-letters"), "the DLQ stream takes no redeliveries"
+    assert not registry.captures("nowhere.at.all") and not registry.captures("testing")
