@@ -6,7 +6,7 @@ Starts its own durable PostgreSQL and nats-server (temporary, free ports) and me
 ``--runs`` times each with fresh state, the median reported:
 
   ceiling  a plain nats-py durable pull consumer on ORDERS: fetch(batch) + ack each, no other work
-  audit    apps.eventbus.runner.ConsumerRunner(registry.consumer("audit")) in-process: every event
+  audit    apps.eventbus.consuming.runner.ConsumerRunner(registry.consumer("audit")) in-process: every event
            appended to the hash-chained AuditEntry log + its ledger row, one transaction per
            batch, acks after commit (the consumer reads ORDERS, PAYMENTS, INVENTORY and OPERATOR)
 

@@ -113,7 +113,7 @@ def setup_django(servers: PrivateServers) -> None:
 
     django.setup()
     # Every runner and relay logs "NATS disconnected" when it closes its connection on stop.
-    logging.getLogger("apps.eventbus.connection").setLevel(logging.ERROR)
+    logging.getLogger("apps.eventbus.jetstream.connection").setLevel(logging.ERROR)
     call_command("migrate", verbosity=0, interactive=False)
 
 
@@ -184,8 +184,8 @@ async def reset_stream(js, name: str) -> None:
     """Delete the stream (and so its consumers) and create it again, as declared in the registry."""
     from nats.js.errors import NotFoundError
 
+    from apps.eventbus.jetstream.provisioning import ensure_stream
     from apps.eventbus.registry import registry
-    from apps.eventbus.setup import ensure_stream
 
     with contextlib.suppress(NotFoundError):
         await js.delete_stream(name)
@@ -274,9 +274,9 @@ async def time_runner_drain(
     """Seconds an eventbus ``ConsumerRunner`` for ``spec`` takes from its start until ``count_sql``
     counts ``method.events`` rows (its stream preloaded); then checks it left nothing
     unacknowledged on ``stream`` and nothing was redelivered."""
+    from apps.eventbus.consuming.runner import ConsumerRunner
+    from apps.eventbus.jetstream.provisioning import ensure_consumer
     from apps.eventbus.registry import registry
-    from apps.eventbus.runner import ConsumerRunner
-    from apps.eventbus.setup import ensure_consumer
 
     # Consumers exist before their runners in production (nats_setup): created untimed.
     for lane, subjects in registry.streams_of(spec).items():

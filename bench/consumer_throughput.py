@@ -6,7 +6,7 @@ Starts its own durable PostgreSQL and nats-server (temporary, free ports) and me
 ``--runs`` times each with fresh state, the median reported:
 
   ceiling  a plain nats-py pull loop: fetch(batch) + ack each message, no other work
-  runner   apps.eventbus.runner.ConsumerRunner: one Effect row per event (a @batch_handler that
+  runner   apps.eventbus.consuming.runner.ConsumerRunner: one Effect row per event (a @batch_handler that
            bulk-inserts the batch's rows) + the ledger rows,
            one transaction per batch, acks after commit
   naive    one push subscription; per message one ORM insert in its own transaction

@@ -5,7 +5,7 @@
 Starts its own durable PostgreSQL and nats-server (temporary, free ports) and measures,
 ``--runs`` times each with fresh state, the median reported:
 
-  relay  apps.eventbus.relay.Relay(batch_size=B, poll_interval=0.2), started and idle, from
+  relay  apps.eventbus.producing.relay.Relay(batch_size=B, poll_interval=0.2), started and idle, from
          the commit of N outbox rows (one transaction, as a burst of orders arrives) until
          every row has sent_at set
   raw    the same N bodies and headers published with js.publish_async, pipelined in windows
@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 class RelayBench:
     def __init__(self, servers: benchlib.PrivateServers, args: argparse.Namespace) -> None:
-        from apps.eventbus.delivery import H_MSG_ID
+        from apps.eventbus.consuming.delivery import H_MSG_ID
         from apps.eventbus.models import OutboxEvent
         from tests.testapp.events import SomethingHappened
 
@@ -91,7 +91,7 @@ class RelayBench:
 
     def build_rows(self) -> list:
         """Outbox rows exactly as ``outbox_write`` builds them (it also re-validates each event)."""
-        from apps.eventbus.outbox import wire_headers
+        from apps.eventbus.producing.outbox import wire_headers
         from apps.eventbus.tracing import current_context_headers
 
         return [
@@ -115,7 +115,7 @@ class RelayBench:
         when the commit returned)."""
         from django.db import connection, transaction
 
-        from apps.eventbus.outbox import NOTIFY_CHANNEL, outbox_write
+        from apps.eventbus.producing.outbox import NOTIFY_CHANNEL, outbox_write
 
         started = time.perf_counter()
         with transaction.atomic():
@@ -162,8 +162,8 @@ class RelayBench:
 
     async def fresh_streams(self, js) -> None:
         """The benchmark's stream recreated empty; every declared stream exists (as after nats_setup)."""
+        from apps.eventbus.jetstream.provisioning import ensure_stream
         from apps.eventbus.registry import registry
-        from apps.eventbus.setup import ensure_stream
 
         await benchlib.reset_stream(js, STREAM)
         for spec in registry.streams.values():
@@ -175,7 +175,7 @@ class RelayBench:
         """The relay runs (connected, streams checked, LISTENing) before the rows arrive, as in
         production; the clock runs from their commit to the poll that finds none unsent. The
         raw loop's clock likewise excludes its connection and stream checks."""
-        from apps.eventbus.relay import Relay
+        from apps.eventbus.producing.relay import Relay
 
         async with benchlib.nats_client(self.servers.nats.url) as nc:
             js = nc.jetstream()

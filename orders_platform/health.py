@@ -14,7 +14,7 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from apps.eventbus import monitoring
+from apps.eventbus.jetstream import monitoring
 
 
 @never_cache

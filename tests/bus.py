@@ -14,9 +14,9 @@ import threading
 import nats
 from nats.js.errors import NotFoundError
 
+from apps.eventbus.consuming.runner import ConsumerRunner
+from apps.eventbus.producing.relay import Relay
 from apps.eventbus.registry import registry
-from apps.eventbus.relay import Relay
-from apps.eventbus.runner import ConsumerRunner
 from orders_platform.embedded.procs import wait_until
 from tests.support import PYTHON, ROOT, child_database_url, clean_env
 
@@ -82,7 +82,7 @@ class Bus:
         return asyncio.run(main())
 
     def setup_streams(self) -> None:
-        from apps.eventbus.setup import ensure_stream
+        from apps.eventbus.jetstream.provisioning import ensure_stream
 
         async def ensure(js):
             for spec in registry.streams.values():

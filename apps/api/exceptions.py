@@ -28,8 +28,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
-from apps.eventbus.monitoring import NatsUnreachable
-from apps.eventbus.services import DeadLetterStateError
+from apps.eventbus.deadletters.services import DeadLetterStateError
+from apps.eventbus.jetstream.monitoring import NatsUnreachable
 from apps.orders.errors import OrderError
 
 logger = logging.getLogger(__name__)

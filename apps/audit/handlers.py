@@ -1,4 +1,4 @@
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.registry import batch_handler
 
 from .services import audit_record

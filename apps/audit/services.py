@@ -5,7 +5,7 @@ import json
 from django.db import connection
 from django.utils import timezone
 
-from apps.eventbus.delivery import Delivery, unstorable_key
+from apps.eventbus.consuming.delivery import Delivery, unstorable_key
 
 from .chain import GENESIS, canonical_json, entry_hash
 from .models import AuditEntry

@@ -11,12 +11,15 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.utils import timezone
 
+from apps.eventbus.contracts import all_contracts
+from apps.eventbus.models import OutboxDeadLetter, OutboxEvent, ProcessedMessage
+from apps.eventbus.producing.outbox import (
+    OutboxDeadLetterStateError,
+    outbox_dead_letter_discard,
+    outbox_dead_letter_requeue,
+)
+from apps.eventbus.registry import REDELIVER_PREFIX, registry
 from orders_platform.admin_base import LargeTableAdmin, ReadOnlyAdmin, order_link, pretty_json
-
-from .contracts import all_contracts
-from .models import OutboxDeadLetter, OutboxEvent, ProcessedMessage
-from .outbox import OutboxDeadLetterStateError, outbox_dead_letter_discard, outbox_dead_letter_requeue
-from .registry import REDELIVER_PREFIX, registry
 
 BACKLOG_COUNT_LIMIT = 100_000  # an outage's backlog is counted up to here, so the page stays fast
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .contracts import Event
+from apps.eventbus.contracts import Event
 
 
 class OperatorAction(Event):
@@ -92,3 +92,10 @@ class OutboxEventRequeued(OutboxEventActionBase):
 class OutboxEventDiscarded(OutboxEventActionBase):
     subject = "operator.outbox_event_discarded.v1"
     reason: str = Field(min_length=1)
+
+
+def actor_fields(actor) -> dict:
+    """The ``actor``/``actor_id`` of an operator event: a user, or nobody (the platform)."""
+    if actor is None or not getattr(actor, "pk", None):
+        return {"actor": "", "actor_id": None}
+    return {"actor": actor.get_username(), "actor_id": actor.pk}

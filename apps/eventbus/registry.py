@@ -95,7 +95,7 @@ class ConsumerSpec:
 
     ``handlers`` maps a subject or wildcard to a handler (a callable or its dotted path).
     A decoding consumer's handler gets the validated event; a ``raw`` consumer's handler
-    gets the :class:`apps.eventbus.runner.Delivery` (e.g. the audit log, which keeps
+    gets the :class:`apps.eventbus.consuming.runner.Delivery` (e.g. the audit log, which keeps
     messages of any contract).
     """
 
@@ -225,7 +225,7 @@ registry.register_stream(
 registry.register_consumer(
     ConsumerSpec(
         "dead-letters",
-        handlers={f"{DLQ_PREFIX}.>": "apps.eventbus.handlers.on_dead_letter"},
+        handlers={f"{DLQ_PREFIX}.>": "apps.eventbus.deadletters.recorder.on_dead_letter"},
         description="Records every dead letter as a DeadLetter row for the admin",
         raw=True,
         max_deliver=20,

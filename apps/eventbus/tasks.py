@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from .models import OutboxEvent, ProcessedMessage
+from apps.eventbus.models import OutboxEvent, ProcessedMessage
 
 CHUNK = 5000
 

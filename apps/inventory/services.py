@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.eventbus.outbox import outbox_write, outbox_write_many
+from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
 
 from .events import InventoryRejected, InventoryReleased, InventoryReserved, RejectedLine, ReservedLine
 from .models import Product, Reservation, StockDecision

@@ -1,6 +1,6 @@
 """The operator's cockpit in the Django admin: dead letters, bulk reprocess runs, consumers and
 streams. Read-only model admins; every change goes through a service
-(``apps.eventbus.services``, ``apps.operations.services``), which also records it in the
+(``apps.eventbus.deadletters.services``, ``apps.operations.services``), which also records it in the
 audit log."""
 
 from __future__ import annotations
@@ -21,20 +21,19 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from apps.audit.selectors import order_timeline
-from apps.eventbus.models import DeadLetter
-from apps.eventbus.monitoring import NatsUnreachable
-from apps.eventbus.services import (
+from apps.eventbus.deadletters.services import (
     REPROCESSABLE,
     DeadLetterEditError,
     DeadLetterStateError,
     DeadLetterUnpublishable,
-    consumer_pause,
-    consumer_resume,
     dead_letter_discard,
     dead_letter_edit_and_reprocess,
     dead_letter_reprocess,
     reprocess_refusal,
 )
+from apps.eventbus.jetstream.control import consumer_pause, consumer_resume
+from apps.eventbus.jetstream.monitoring import NatsUnreachable
+from apps.eventbus.models import DeadLetter
 from apps.orders.selectors import order_exists
 from orders_platform.admin_base import (
     LargeTableAdmin,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apps.eventbus import monitoring, selectors
-from apps.eventbus.monitoring import ConsumerState, NatsUnreachable, StreamState
+from apps.eventbus.consuming.selectors import processing_rates
+from apps.eventbus.deadletters.selectors import dead_letters_open_by_consumer
+from apps.eventbus.jetstream import monitoring
+from apps.eventbus.jetstream.monitoring import ConsumerState, NatsUnreachable, StreamState
 
 
 @dataclass
@@ -31,12 +33,12 @@ class Health:
 
 def health() -> Health:
     """Never raises for NATS being down: ``nats_error`` says why the live part is missing."""
-    waiting = selectors.dead_letters_open_by_consumer()
+    waiting = dead_letters_open_by_consumer()
     try:
         streams, consumers = monitoring.snapshot()
     except NatsUnreachable as exc:
         return Health(nats_error=str(exc), dead_letters_waiting=waiting)
-    rates = selectors.processing_rates()
+    rates = processing_rates()
     return Health(
         streams=streams,
         consumers=[ConsumerHealth(c, waiting.get(c.name, 0), rates.get(c.name, 0.0)) for c in consumers],

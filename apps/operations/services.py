@@ -12,9 +12,10 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.eventbus.deadletters.services import REPROCESSABLE, DeadLetterStateError, dead_letter_reprocess
+from apps.eventbus.events import actor_fields
 from apps.eventbus.models import DeadLetter
-from apps.eventbus.outbox import outbox_write
-from apps.eventbus.services import REPROCESSABLE, DeadLetterStateError, actor_fields, dead_letter_reprocess
+from apps.eventbus.producing.outbox import outbox_write
 
 from .events import BulkReprocessCancelled, BulkReprocessCompleted, BulkReprocessEnded, BulkReprocessStarted
 from .models import BulkReprocess, BulkReprocessItem

@@ -3,8 +3,8 @@ that gives up on an order (dead-letters its ``orders.created.v1``) ends it."""
 
 from __future__ import annotations
 
-from apps.eventbus import deadletters as dl
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
+from apps.eventbus.deadletters import codec as dl
 from apps.eventbus.registry import DLQ_PREFIX, batch_handler
 from apps.inventory.events import InventoryRejected, InventoryReserved
 from apps.payments.events import PaymentCompleted, PaymentFailed

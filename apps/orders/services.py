@@ -15,7 +15,7 @@ from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
 from apps.eventbus.contracts import Event
-from apps.eventbus.outbox import outbox_write, outbox_write_many
+from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
 from apps.inventory.selectors import product_prices
 
 from .errors import InvalidOrder, InvalidTransition, OrderNotFound, UnknownSku

@@ -30,7 +30,7 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.eventbus.errors import PermanentError, RetryableError
-from apps.eventbus.outbox import outbox_write, outbox_write_many
+from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
 from orders_platform import failpoints
 
 from . import gateway

@@ -24,7 +24,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_append
 from apps.eventbus.admin import format_age
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.registry import registry
 from apps.inventory.models import Product, Reservation, StockDecision

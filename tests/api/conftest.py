@@ -13,8 +13,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.api.services import auth_token_issue
+from apps.eventbus.deadletters.services import dead_letter_mark_resolved, dead_letter_record
 from apps.eventbus.models import DeadLetter
-from apps.eventbus.services import dead_letter_mark_resolved, dead_letter_record
 from apps.inventory.services import product_ensure
 from apps.operations.roles import AUDITORS, OPERATORS
 from tests.support import make_user

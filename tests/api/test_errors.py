@@ -7,8 +7,8 @@ from django.db import InterfaceError, OperationalError
 from rest_framework.exceptions import ValidationError
 
 from apps.api.exceptions import api_exception_handler, flatten
-from apps.eventbus.monitoring import NatsUnreachable
-from apps.eventbus.services import DeadLetterStateError
+from apps.eventbus.deadletters.services import DeadLetterStateError
+from apps.eventbus.jetstream.monitoring import NatsUnreachable
 from apps.orders.errors import InvalidTransition, UnknownSku
 
 

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from apps.audit.services import audit_append
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.models import OutboxEvent
 from apps.inventory.services import stock_reserve
 from apps.orders.models import Order

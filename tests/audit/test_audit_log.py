@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from apps.audit.chain import GENESIS, verify
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_append, audit_record
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
 from apps.inventory.events import InventoryReserved
 from apps.orders.events import OrderCreated
 from apps.payments.events import PaymentFailed

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from apps.eventbus.contracts import ContractError, Event, contract_for, decode
 from apps.eventbus.models import OutboxEvent
-from apps.eventbus.outbox import TransactionRequired, outbox_write
+from apps.eventbus.producing.outbox import TransactionRequired, outbox_write
 from tests.testapp.events import SomethingHappened, SomethingHappenedV2
 
 

@@ -12,16 +12,16 @@ from django.db import DataError
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.eventbus import deadletters as dl
-from apps.eventbus import services
-from apps.eventbus.models import DeadLetter, DeadLetterBody, DeadLetterEvent, OutboxEvent
-from apps.eventbus.services import (
+from apps.eventbus.deadletters import codec as dl
+from apps.eventbus.deadletters import services
+from apps.eventbus.deadletters.services import (
     DeadLetterStateError,
     DeadLetterUnpublishable,
     dead_letter_edit_and_reprocess,
     dead_letter_record,
     dead_letter_reprocess,
 )
+from apps.eventbus.models import DeadLetter, DeadLetterBody, DeadLetterEvent, OutboxEvent
 from apps.operations.models import BulkReprocess
 from apps.operations.roles import OPERATORS
 from apps.operations.services import bulk_reprocess_run, bulk_reprocess_start

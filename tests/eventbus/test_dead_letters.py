@@ -6,9 +6,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from prometheus_client import REGISTRY
 
-from apps.eventbus import deadletters as dl
+from apps.eventbus.deadletters import codec as dl
+from apps.eventbus.deadletters.services import DeadLetterStateError, dead_letter_discard, dead_letter_reprocess
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, ProcessedMessage
-from apps.eventbus.services import DeadLetterStateError, dead_letter_discard, dead_letter_reprocess
 from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect, Switch

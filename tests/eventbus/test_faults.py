@@ -11,10 +11,10 @@ import pytest
 from django.db import transaction
 from django.db.models import Count
 
-from apps.eventbus import deadletters as dl
+from apps.eventbus.deadletters import codec as dl
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
-from apps.eventbus.outbox import outbox_write
-from apps.eventbus.relay import Relay
+from apps.eventbus.producing.outbox import outbox_write
+from apps.eventbus.producing.relay import Relay
 from orders_platform.embedded.procs import pid_alive
 from tests.bus import stop_process, wait_for
 from tests.testapp.events import SomethingHappened
@@ -206,7 +206,7 @@ def _count_effects() -> int:
 def test_a_consumer_whose_nats_client_is_closed_for_good_exits_instead_of_staying_deaf(bus):
     """nats-py closes a client for good after some server errors; the runner then exits (for its
     supervisor to restart it) instead of failing to fetch every half second for ever."""
-    from apps.eventbus.runner import ConnectionLost
+    from apps.eventbus.consuming.runner import ConnectionLost
 
     worker = bus.consumer("testing")
     with pytest.raises(ConnectionLost, match="closed for good"), worker:

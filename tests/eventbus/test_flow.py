@@ -6,7 +6,7 @@ import psycopg
 from django.db import connection, transaction
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
-from apps.eventbus.outbox import outbox_write
+from apps.eventbus.producing.outbox import outbox_write
 from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened, SomethingHappenedV2
 from tests.testapp.models import Effect
@@ -76,7 +76,7 @@ def test_a_raw_consumer_sees_every_message(bus):
 
 
 def test_the_relay_wakes_on_notify_without_waiting_for_its_poll(bus):
-    from apps.eventbus.relay import Relay
+    from apps.eventbus.producing.relay import Relay
     from tests.bus import BackgroundWorker
 
     with BackgroundWorker(Relay(batch_size=100, poll_interval=60)):
@@ -121,7 +121,7 @@ def test_a_relay_whose_whole_batch_waits_on_another_relay_publishes_nothing_then
     first.refresh_from_db()
     second.refresh_from_db()
     assert first.stream_sequence == 1 and second.stream_sequence == 2
-    failures = [r.getMessage() for r in caplog.records if r.name == "apps.eventbus.relay" and r.levelno >= 30]
+    failures = [r.getMessage() for r in caplog.records if r.name == "apps.eventbus.producing.relay" and r.levelno >= 30]
     assert not failures, "waiting on another relay is not a failure"
 
 

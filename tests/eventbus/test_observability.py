@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
-from apps.eventbus.outbox import outbox_write
+from apps.eventbus.producing.outbox import outbox_write
 from apps.eventbus.tasks import prune_ledger, prune_outbox
 from tests.bus import wait_for
 from tests.support import PYTHON, ROOT, clean_env
@@ -48,7 +48,7 @@ def test_the_handler_span_continues_the_trace_of_the_request_that_wrote_the_even
 
 def test_log_lines_are_json_with_the_message_fields_when_asked():
     script = (
-        "import logging; logging.getLogger('apps.eventbus.runner').warning('retrying', extra={"
+        "import logging; logging.getLogger('apps.eventbus.consuming.runner').warning('retrying', extra={"
         "'consumer': 'payments', 'subject': 'orders.created.v1', 'message_id': 'm-1', 'correlation_id': 'o-1'})"
     )
     env = clean_env(DJANGO_SETTINGS_MODULE="orders_platform.settings.test", LOG_FORMAT="json")

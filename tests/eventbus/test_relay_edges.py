@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 
 from apps.eventbus.models import OutboxDeadLetter, OutboxEvent
-from apps.eventbus.outbox import outbox_write, outbox_write_raw, wire_headers
+from apps.eventbus.producing.outbox import outbox_write, outbox_write_raw, wire_headers
 from apps.eventbus.wire import wire_size
 from tests.bus import stop_process, wait_for
 from tests.testapp.events import SomethingHappened
@@ -106,7 +106,7 @@ def test_a_row_jetstream_can_never_accept_is_set_aside_and_nothing_waits_behind_
         refused = raw_row(subject, aggregate="order-a", body=body, **headers)
         later = outbox_write(SomethingHappened(value=1, correlation_id="order-a"))
         other = outbox_write(SomethingHappened(value=2, correlation_id="order-b"))
-    caplog.set_level(logging.INFO, logger="apps.eventbus.relay")
+    caplog.set_level(logging.INFO, logger="apps.eventbus.producing.relay")
     with bus.relay(batch_size=10):
         wait_for(lambda: unsent() == 0, timeout=20)
         with transaction.atomic():
@@ -121,7 +121,7 @@ def test_a_row_jetstream_can_never_accept_is_set_aside_and_nothing_waits_behind_
     assert OutboxEvent.objects.get(pk=later.pk).sent_at is not None, "the aggregate's later event is released"
     assert OutboxEvent.objects.get(pk=other.pk).sent_at is not None
     assert bus.stream_messages("TESTING") == 3
-    logged = [r for r in caplog.records if r.name == "apps.eventbus.relay"]
+    logged = [r for r in caplog.records if r.name == "apps.eventbus.producing.relay"]
     assert any(reason in r.getMessage() and r.levelno == logging.ERROR for r in logged), "the refusal is logged"
     assert not any("not acknowledged" in r.getMessage() for r in logged), "no retry round, no back-off"
 
@@ -167,14 +167,14 @@ def test_a_transient_failure_still_retries_and_keeps_the_aggregate_in_order(bus,
 def test_a_relay_that_keeps_failing_in_a_way_it_was_not_written_for_exits(bus, monkeypatch):
     """Not an outage (those are waited out) but a bug: after a few rounds in a row the relay
     exits with the error, for its supervisor to restart it, instead of staying up and deaf."""
-    from apps.eventbus.relay import Relay
+    from apps.eventbus.producing.relay import Relay
 
     def broken(self):
         raise RuntimeError("a bug in the round")
 
     monkeypatch.setattr(Relay, "_claim", broken)
-    monkeypatch.setattr("apps.eventbus.relay.BACKOFF_MAX", 0.05)
-    monkeypatch.setattr("apps.eventbus.relay.BACKOFF_INITIAL", 0.01)
+    monkeypatch.setattr("apps.eventbus.producing.relay.BACKOFF_MAX", 0.05)
+    monkeypatch.setattr("apps.eventbus.producing.relay.BACKOFF_INITIAL", 0.01)
     worker = bus.relay()
     with pytest.raises(RuntimeError, match="a bug in the round"), worker:
         wait_for(lambda: not worker._thread.is_alive(), timeout=20, message="the relay stayed up")

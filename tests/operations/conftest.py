@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from apps.eventbus.services import dead_letter_record
+from apps.eventbus.deadletters.services import dead_letter_record
 from apps.inventory.services import product_ensure
 from apps.operations.roles import AUDITORS, OPERATORS
 from apps.orders.services import order_place

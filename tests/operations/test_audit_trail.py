@@ -11,7 +11,8 @@ from django.core.management import call_command
 
 from apps.audit.models import AuditEntry
 from apps.audit.selectors import order_timeline
-from apps.eventbus.services import consumer_pause, consumer_resume, dead_letter_discard, dead_letter_reprocess
+from apps.eventbus.deadletters.services import dead_letter_discard, dead_letter_reprocess
+from apps.eventbus.jetstream.control import consumer_pause, consumer_resume
 from tests.bus import wait_for
 
 from .conftest import make_dead_letter

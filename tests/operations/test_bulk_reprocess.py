@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+from apps.eventbus.deadletters.services import dead_letter_mark_resolved
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, OutboxEvent
-from apps.eventbus.services import dead_letter_mark_resolved
 from apps.operations.models import BulkReprocess
 from apps.operations.services import (
     RUN_LOCK,

@@ -13,10 +13,10 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from apps.eventbus.jetstream.control import consumer_pause
+from apps.eventbus.jetstream.provisioning import ensure_consumer
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.registry import registry
-from apps.eventbus.services import consumer_pause
-from apps.eventbus.setup import ensure_consumer
 from tests.bus import wait_for
 from tests.testapp.events import SomethingHappened
 

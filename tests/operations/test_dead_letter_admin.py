@@ -8,8 +8,8 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 
+from apps.eventbus.deadletters.services import dead_letter_mark_resolved
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, OutboxEvent
-from apps.eventbus.services import dead_letter_mark_resolved
 from apps.operations.models import BulkReprocess
 from tests.support import make_user
 

@@ -12,10 +12,10 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 
-from apps.eventbus import deadletters as dl
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
+from apps.eventbus.deadletters import codec as dl
+from apps.eventbus.deadletters.services import dead_letter_reprocess
 from apps.eventbus.models import DeadLetter, OutboxEvent, ProcessedMessage
-from apps.eventbus.services import dead_letter_reprocess
 from apps.inventory.models import Product, Reservation, StockDecision
 from apps.inventory.services import product_ensure
 from apps.orders import handlers, services
@@ -33,7 +33,7 @@ def catalogue(db):
 
 
 def dead_letter_headers(step: str, *, subject: str = "orders.created.v1", sequence: int = 1, **extra) -> dict:
-    """The headers the runner puts on a dead letter (apps/eventbus/deadletters.py)."""
+    """The headers the runner puts on a dead letter (apps/eventbus/deadletters/codec.py)."""
     return {
         "Nats-Msg-Id": f"dlq:{step}:ORDERS:{sequence}",
         dl.H_CONSUMER: step,

@@ -2,7 +2,7 @@ import os
 import threading
 import time
 
-from apps.eventbus.delivery import Delivery
+from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.errors import PermanentError, RetryableError
 from apps.eventbus.registry import batch_handler
 

@@ -9,9 +9,9 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.eventbus.monitoring import NatsUnreachable
+from apps.eventbus.jetstream.control import consumer_pause, consumer_resume
+from apps.eventbus.jetstream.monitoring import NatsUnreachable
 from apps.eventbus.registry import registry
-from apps.eventbus.services import consumer_pause, consumer_resume
 from apps.operations.selectors import Health, health
 
 from ..idempotency import idempotent

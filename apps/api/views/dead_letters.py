@@ -11,8 +11,8 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.eventbus.selectors import dead_letter_get, dead_letter_list
-from apps.eventbus.services import dead_letter_discard, dead_letter_reprocess
+from apps.eventbus.deadletters.selectors import dead_letter_get, dead_letter_list
+from apps.eventbus.deadletters.services import dead_letter_discard, dead_letter_reprocess
 
 from ..idempotency import idempotent
 from ..pagination import DeadLetterCursorPagination

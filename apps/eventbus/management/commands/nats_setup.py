@@ -2,9 +2,9 @@ import asyncio
 
 from django.core.management.base import BaseCommand
 
-from apps.eventbus.connection import connect
+from apps.eventbus.jetstream.connection import connect
+from apps.eventbus.jetstream.provisioning import ensure_all
 from apps.eventbus.registry import registry
-from apps.eventbus.setup import ensure_all
 
 
 class Command(BaseCommand):

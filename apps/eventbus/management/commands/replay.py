@@ -4,8 +4,8 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
+from apps.eventbus.consuming.replay import replay
 from apps.eventbus.registry import registry
-from apps.eventbus.replay import replay
 
 
 def _time(value: str) -> datetime:

@@ -6,9 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 from prometheus_client import start_http_server
 
 from apps.eventbus import tracing
+from apps.eventbus.consuming.runner import ConsumerRunner
+from apps.eventbus.producing.relay import Relay
 from apps.eventbus.registry import registry
-from apps.eventbus.relay import Relay
-from apps.eventbus.runner import ConsumerRunner
 
 RELAY = "outbox"
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from apps.eventbus.outbox import outbox_write_raw, wire_headers
+from apps.eventbus.producing.outbox import outbox_write_raw, wire_headers
 from apps.inventory.models import Product
 from apps.orders.errors import OrderError
 from apps.orders.services import order_place

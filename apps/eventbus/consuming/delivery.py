@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .contracts import ContractError, Event, decode
+from apps.eventbus.contracts import ContractError, Event, decode
 
 # Headers the eventbus itself sets.
 H_MSG_ID = "Nats-Msg-Id"

@@ -24,13 +24,15 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-from . import metrics
-from .connection import ConnectionLost, close_client, connect
-from .deadletters import dead_letter_headers, dlq_subject, fit_dead_letter
-from .delivery import Delivery, Outcome
-from .errors import DependencyDown
-from .processing import BatchProcessor, Prepared, database_ready
-from .registry import (
+from apps.eventbus import metrics
+from apps.eventbus.consuming.delivery import Delivery, Outcome
+from apps.eventbus.consuming.processing import BatchProcessor, Prepared, database_ready
+from apps.eventbus.deadletters.codec import dead_letter_headers, dlq_subject, fit_dead_letter
+from apps.eventbus.deadletters.services import dead_letter_park_body
+from apps.eventbus.errors import DependencyDown
+from apps.eventbus.jetstream.connection import ConnectionLost, close_client, connect
+from apps.eventbus.jetstream.provisioning import ensure_consumer, ensure_stream
+from apps.eventbus.registry import (
     ADVISORY_STREAM,
     DLQ_STREAM,
     MAX_DELIVERIES_ADVISORY,
@@ -39,8 +41,6 @@ from .registry import (
     preparer_of,
     registry,
 )
-from .services import dead_letter_park_body
-from .setup import ensure_consumer, ensure_stream
 
 logger = logging.getLogger(__name__)
 

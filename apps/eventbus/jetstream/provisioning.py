@@ -7,7 +7,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .registry import DLQ_STREAM, ConsumerSpec, Registry, StreamSpec, registry
+from apps.eventbus.registry import DLQ_STREAM, ConsumerSpec, Registry, StreamSpec, registry
 
 DAY = 86_400
 

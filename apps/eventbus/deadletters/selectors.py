@@ -1,13 +1,12 @@
-"""Reads for the operator's views (admin, API)."""
+"""Dead letters as the operator's views (admin, API) read them."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
-from django.utils import timezone
 
-from .models import DeadLetter, ProcessedMessage
+from apps.eventbus.models import DeadLetter
 
 NEEDS_ATTENTION = (DeadLetter.Status.PENDING, DeadLetter.Status.FAILED_AGAIN)
 
@@ -18,19 +17,6 @@ def dead_letters_open_by_consumer() -> dict[str, int]:
         DeadLetter.objects.filter(status__in=NEEDS_ATTENTION).values("consumer").annotate(count=Count("id")).order_by()
     )
     return {row["consumer"]: row["count"] for row in rows}
-
-
-def processing_rates(window: timedelta = timedelta(seconds=60)) -> dict[str, float]:
-    """Messages handled per second over the last ``window``, per consumer, from the ledger
-    (one row per handled message, written in the handler's transaction)."""
-    since = timezone.now() - window
-    rows = (
-        ProcessedMessage.objects.filter(processed_at__gte=since)
-        .values("consumer")
-        .annotate(count=Count("id"))
-        .order_by()
-    )
-    return {row["consumer"]: row["count"] / window.total_seconds() for row in rows}
 
 
 def dead_letter_list(

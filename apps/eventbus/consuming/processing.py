@@ -18,14 +18,14 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from . import metrics
-from .contracts import ContractError
-from .delivery import Delivery, Outcome
-from .errors import DependencyDown, PermanentError, RetryableError
-from .models import ProcessedMessage
-from .registry import ConsumerSpec, is_batch_handler, preparer_of
-from .services import dead_letter_mark_resolved
-from .tracing import context_from, tracer
+from apps.eventbus import metrics
+from apps.eventbus.consuming.delivery import Delivery, Outcome
+from apps.eventbus.contracts import ContractError
+from apps.eventbus.deadletters.services import dead_letter_mark_resolved
+from apps.eventbus.errors import DependencyDown, PermanentError, RetryableError
+from apps.eventbus.models import ProcessedMessage
+from apps.eventbus.registry import ConsumerSpec, is_batch_handler, preparer_of
+from apps.eventbus.tracing import context_from, tracer
 
 logger = logging.getLogger(__name__)
 

@@ -44,14 +44,14 @@ from django.utils import timezone
 from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
-from . import metrics
-from .connection import ConnectionLost, close_client, connect
-from .delivery import H_MSG_ID
-from .models import OutboxDeadLetter, OutboxEvent
-from .outbox import NOTIFY_CHANNEL
-from .registry import Registry, registry
-from .setup import ensure_stream
-from .wire import unpublishable
+from apps.eventbus import metrics
+from apps.eventbus.consuming.delivery import H_MSG_ID
+from apps.eventbus.jetstream.connection import ConnectionLost, close_client, connect
+from apps.eventbus.jetstream.provisioning import ensure_stream
+from apps.eventbus.models import OutboxDeadLetter, OutboxEvent
+from apps.eventbus.producing.outbox import NOTIFY_CHANNEL
+from apps.eventbus.registry import Registry, registry
+from apps.eventbus.wire import unpublishable
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from datetime import datetime
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from .connection import close_client, connect
-from .delivery import Delivery
-from .processing import BatchProcessor
-from .registry import ConsumerSpec, Registry, registry
+from apps.eventbus.consuming.delivery import Delivery
+from apps.eventbus.consuming.processing import BatchProcessor
+from apps.eventbus.jetstream.connection import close_client, connect
+from apps.eventbus.registry import ConsumerSpec, Registry, registry
 
 
 async def replay(

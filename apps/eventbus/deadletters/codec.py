@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .delivery import H_MSG_ID, Delivery, Outcome
-from .registry import DLQ_PREFIX, DLQ_STREAM
-from .wire import HEADER_NAME, MAX_HEADER_BLOCK, header_size, wire_size
+from apps.eventbus.consuming.delivery import H_MSG_ID, Delivery, Outcome
+from apps.eventbus.registry import DLQ_PREFIX, DLQ_STREAM
+from apps.eventbus.wire import HEADER_NAME, MAX_HEADER_BLOCK, header_size, wire_size
 
 H_CONSUMER = "Eventbus-Consumer"
 H_STREAM = "Eventbus-Stream"

@@ -1,5 +1,5 @@
-"""Dead letters (recording, reprocessing, editing, discarding) and consumers (pausing,
-resuming): the only code that changes them. Every operator action, and the outcome of a
+"""Dead letters (recording, reprocessing, editing, discarding, resolving): the only code
+that changes them. Every operator action, and the outcome of a
 reprocess, is also an ``operator.*`` event, so the audit log records it."""
 
 from __future__ import annotations
@@ -12,23 +12,27 @@ from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from . import monitoring
-from .contracts import ContractError, decode
-from .deadletters import MAX_TRACEBACK, body_text, clean_headers, clean_text, copyable_headers
-from .delivery import H_DEAD_LETTER_ID, H_MESSAGE_ID, H_MSG_ID, H_ORIGINAL_SUBJECT, correlation_id_of
-from .events import (
-    ConsumerPaused,
-    ConsumerResumed,
+from apps.eventbus.consuming.delivery import (
+    H_DEAD_LETTER_ID,
+    H_MESSAGE_ID,
+    H_MSG_ID,
+    H_ORIGINAL_SUBJECT,
+    correlation_id_of,
+)
+from apps.eventbus.contracts import ContractError, decode
+from apps.eventbus.deadletters.codec import MAX_TRACEBACK, body_text, clean_headers, clean_text, copyable_headers
+from apps.eventbus.events import (
     DeadLetterDiscarded,
     DeadLetterEdited,
     DeadLetterFailedAgain,
     DeadLetterReprocessRequested,
     DeadLetterResolved,
+    actor_fields,
 )
-from .models import DeadLetter, DeadLetterBody, DeadLetterEvent
-from .outbox import outbox_write, outbox_write_raw
-from .registry import REDELIVER_PREFIX, registry
-from .wire import unpublishable
+from apps.eventbus.models import DeadLetter, DeadLetterBody, DeadLetterEvent
+from apps.eventbus.producing.outbox import outbox_write, outbox_write_raw
+from apps.eventbus.registry import REDELIVER_PREFIX, registry
+from apps.eventbus.wire import unpublishable
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +59,6 @@ class DeadLetterUnpublishable(DeadLetterStateError):
 
 class DeadLetterEditError(ValueError):
     """An edited payload does not satisfy the contract of the message's subject."""
-
-
-def actor_fields(actor) -> dict:
-    """The ``actor``/``actor_id`` of an operator event: a user, or nobody (the platform)."""
-    if actor is None or not getattr(actor, "pk", None):
-        return {"actor": "", "actor_id": None}
-    return {"actor": actor.get_username(), "actor_id": actor.pk}
 
 
 def _about(dead_letter: DeadLetter) -> dict:
@@ -460,28 +457,3 @@ def _set_status(dead_letter: DeadLetter, status: str) -> None:
     dead_letter.status = status
     dead_letter.status_changed_at = timezone.now()
     dead_letter.save(update_fields=["status", "status_changed_at"])
-
-
-def consumer_pause(*, name: str, actor, until: datetime | None = None) -> datetime:
-    """Pause a consumer on the server (every stream it reads) until ``until`` (default: until
-    resumed), then record who did it. The server state changes first: if recording fails the
-    caller sees the error with the consumer already paused. Raises ``KeyError`` for an
-    undeclared consumer, :class:`apps.eventbus.monitoring.NatsUnreachable`."""
-    streams, until = monitoring.pause(name, until)
-    with transaction.atomic():
-        outbox_write(
-            ConsumerPaused(
-                consumer=name,
-                streams=tuple(streams),
-                until=until.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                **actor_fields(actor),
-            )
-        )
-    return until
-
-
-def consumer_resume(*, name: str, actor) -> None:
-    """Resume a paused consumer now, then record who did it (see :func:`consumer_pause`)."""
-    streams = monitoring.resume(name)
-    with transaction.atomic():
-        outbox_write(ConsumerResumed(consumer=name, streams=tuple(streams), **actor_fields(actor)))

@@ -1,4 +1,4 @@
-"""Live JetStream state for operators: streams, consumers, server-side pause and resume.
+"""Live JetStream state for operators: streams and consumers as the server sees them.
 
 Synchronous functions for views and services (each opens a short-lived connection with
 bounded timeouts and closes it); :class:`NatsUnreachable` when the server does not answer,
@@ -11,19 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from django.conf import settings
 from nats.js.errors import NotFoundError
 
-from .connection import connect
-from .registry import Registry, registry
+from apps.eventbus.jetstream.connection import connect
+from apps.eventbus.registry import Registry, registry
 
 T = TypeVar("T")
-
-# "Until resumed": the server needs a time; ten years is long enough to mean it.
-INDEFINITELY = timedelta(days=3650)
 
 
 class NatsUnreachable(Exception):
@@ -153,33 +150,6 @@ async def _snapshot(js, reg: Registry) -> tuple[list[StreamState], list[Consumer
                     consumer.last_active = active
         consumers.append(consumer)
     return streams, consumers
-
-
-def pause(name: str, until: datetime | None = None, reg: Registry = registry) -> tuple[list[str], datetime]:
-    """Pause the consumer's durables on the server (every stream it reads) until ``until``
-    (default: until resumed). Returns the streams and the time."""
-    until = until or datetime.now(UTC) + INDEFINITELY
-    stamp = until.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    streams = list(reg.streams_of(reg.consumer(name)))
-
-    async def operation(js):
-        for stream in streams:
-            await js.pause_consumer(stream, name, stamp)
-
-    call(operation)
-    return streams, until
-
-
-def resume(name: str, reg: Registry = registry) -> list[str]:
-    """Resume the consumer's durables now. Returns the streams."""
-    streams = list(reg.streams_of(reg.consumer(name)))
-
-    async def operation(js):
-        for stream in streams:
-            await js.resume_consumer(stream, name)
-
-    call(operation)
-    return streams
 
 
 def _parse_time(value) -> datetime | None:

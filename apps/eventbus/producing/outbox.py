@@ -7,10 +7,10 @@ import json
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .contracts import Event, validate
-from .events import OutboxEventDiscarded, OutboxEventRequeued
-from .models import OutboxDeadLetter, OutboxEvent
-from .tracing import current_context_headers
+from apps.eventbus.contracts import Event, validate
+from apps.eventbus.events import OutboxEventDiscarded, OutboxEventRequeued, actor_fields
+from apps.eventbus.models import OutboxDeadLetter, OutboxEvent
+from apps.eventbus.tracing import current_context_headers
 
 NOTIFY_CHANNEL = "eventbus_outbox"
 CONTENT_TYPE = "application/json"
@@ -114,7 +114,6 @@ class OutboxDeadLetterStateError(Exception):
 
 
 def _set_aside_event(dead: OutboxDeadLetter, actor) -> dict:
-    from .services import actor_fields  # services imports this module
 
     return {
         "outbox_dead_letter_id": dead.pk,

@@ -15,11 +15,11 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from . import deadletters as dl
-from .delivery import Delivery, correlation_id_of
-from .errors import PermanentError
-from .models import DeadLetter
-from .services import MAX_SEQUENCE, dead_letter_record
+from apps.eventbus.consuming.delivery import Delivery, correlation_id_of
+from apps.eventbus.deadletters import codec as dl
+from apps.eventbus.deadletters.services import MAX_SEQUENCE, dead_letter_record
+from apps.eventbus.errors import PermanentError
+from apps.eventbus.models import DeadLetter
 
 _NAME = re.compile(r"[^\x00-\x20\x7f.*>]+")  # one NATS subject token: what a consumer or stream name can be
 _NUMBER = re.compile(r"[0-9]{1,19}")
