@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 class RelayBench:
     def __init__(self, servers: benchlib.PrivateServers, args: argparse.Namespace) -> None:
-        from apps.eventbus.consuming.delivery import H_MSG_ID
+        from apps.eventbus.headers import NATS_MSG_ID as H_MSG_ID
         from apps.eventbus.models import OutboxEvent
         from tests.testapp.events import SomethingHappened
 

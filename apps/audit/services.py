@@ -85,9 +85,9 @@ def _append(deliveries: list[Delivery]) -> list[str]:
 def _ids(delivery: Delivery) -> tuple[str, str]:
     """The entry's key and correlation, as the columns can hold them: an event id the ledger could
     not hold gives way to the delivery's own (already checked), a correlation id to none."""
-    message_id, correlation_id = delivery.event_message_id, delivery.correlation_id
+    message_id, correlation_id = delivery.event_id, delivery.correlation_id
     if unstorable_key(message_id, delivery.subject):
-        message_id = delivery.message_id
+        message_id = delivery.ledger_key
     if unstorable_key(correlation_id, delivery.subject):
         correlation_id = ""
     return message_id, correlation_id

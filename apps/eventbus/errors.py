@@ -1,4 +1,12 @@
-"""What a handler may raise. The runner maps each to an outcome; handlers never touch NATS."""
+"""What a handler may raise, and what the backbone takes for a database outage. The settlement
+table (``consuming/settlement.py``) maps each to what happens to the message; handlers never
+touch NATS."""
+
+import psycopg
+from django.db import InterfaceError, OperationalError
+
+# Django's wrappers, and psycopg's own for code that works on the raw cursor (a COPY).
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class PermanentError(Exception):

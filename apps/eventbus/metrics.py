@@ -5,7 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES_PUBLISHED = Counter("nats_messages_published", "Events published to JetStream by the relay", ["subject"])
 MESSAGES_CONSUMED = Counter(
     "nats_messages_consumed",
-    "Messages a consumer finished with, by outcome (handled, duplicate, retried, dead_lettered)",
+    "Messages a consumer settled, by the settlement table's verdict (handled, duplicate, retried, held, "
+    "dead_lettered; see consuming/settlement.py)",
     ["consumer", "subject", "outcome"],
 )
 PROCESSING_DURATION = Histogram(

@@ -3,8 +3,9 @@ that gives up on an order (dead-letters its ``orders.created.v1``) ends it."""
 
 from __future__ import annotations
 
+from apps.eventbus.bounds import truncate
 from apps.eventbus.consuming.delivery import Delivery
-from apps.eventbus.deadletters import codec as dl
+from apps.eventbus.deadletters.codec import DeadLetterHeaders
 from apps.eventbus.registry import DLQ_PREFIX, batch_handler
 from apps.inventory.events import InventoryRejected, InventoryReserved
 from apps.payments.events import PaymentCompleted, PaymentFailed
@@ -57,21 +58,21 @@ def step_failure_of(delivery: Delivery) -> Outcome | None:
         step = SagaStep(delivery.subject.removeprefix(f"{DLQ_PREFIX}."))  # dlq.<step>, also when redelivered
     except ValueError:
         return None
-    headers = delivery.headers
-    if headers.get(dl.H_CONSUMER) != step or headers.get(dl.H_SUBJECT) != OrderCreated.subject:
+    dead_letter = DeadLetterHeaders.decode(delivery.headers)
+    if dead_letter.consumer != step or dead_letter.subject != OrderCreated.subject:
         return None
     order_id = delivery.field("order_id")
     if not 0 < len(order_id) <= MAX_ORDER_ID or not order_id.isprintable():
         return None
-    error_type = _printable(headers.get(dl.H_ERROR_TYPE, "")) or "unknown error"
-    error = _printable(headers.get(dl.H_ERROR, ""))
+    error_type = _printable(dead_letter.error_type) or "unknown error"
+    error = _printable(dead_letter.error)
     reason = f"{step} gave up on the order (dead letter): {error_type}" + (f": {error}" if error else "")
     return Outcome(
         order_id,
         OutcomeKind.STEP_FAILED,
         delivery.subject,
-        delivery.message_id,
-        reason=dl.truncate(reason, MAX_REASON),
+        delivery.ledger_key,
+        reason=truncate(reason, MAX_REASON),
         step=step,
     )
 

@@ -247,7 +247,7 @@ def test_event_ids_are_read_as_the_delivery_reads_them(data, headers):
                  stream_sequence=3, num_delivered=1)  # fmt: skip
     with transaction.atomic():
         (entry,) = audit_append(deliveries=[d])
-    assert (entry.message_id, entry.correlation_id) == (d.event_message_id, d.correlation_id)
+    assert (entry.message_id, entry.correlation_id) == (d.event_id, d.correlation_id)
 
 
 @pytest.mark.django_db

@@ -12,6 +12,8 @@ from django.db import DataError
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.eventbus import bounds, wire
+from apps.eventbus import headers as h
 from apps.eventbus.deadletters import codec as dl
 from apps.eventbus.deadletters import services
 from apps.eventbus.deadletters.services import (
@@ -71,8 +73,8 @@ def test_a_near_limit_body_is_dead_lettered_recorded_whole_and_the_consumer_goes
         assert runner.worker.nc.is_connected, "the server did not close the connection"
     stored = bus.get("DLQ", 1)
     assert stored.data in (b"", None), "the dead letter travelled without its body"
-    assert stored.headers[dl.H_BODY_PARKED] == str(LIMIT_BODY)
-    assert stored.headers[dl.H_CONSUMER] == "testing" and stored.headers[dl.H_SEQUENCE] == "1"
+    assert stored.headers[h.DL_BODY_PARKED] == str(LIMIT_BODY)
+    assert stored.headers[h.DL_CONSUMER] == "testing" and stored.headers[h.DL_SEQUENCE] == "1"
     row = DeadLetter.objects.get()
     assert (row.consumer, row.stream, row.stream_sequence, row.message_id) == ("testing", "TESTING", 1, "big-1")
     assert row.data.encode() == body and row.size == LIMIT_BODY and row.raw_data is None, "kept whole"
@@ -82,17 +84,17 @@ def test_a_near_limit_body_is_dead_lettered_recorded_whole_and_the_consumer_goes
 
 def test_headers_that_push_a_dead_letter_over_the_limit_are_shrunk_and_the_body_travels(bus):
     headers = {"X-Big": "v" * 5000, "X-Small": "s"}
-    body = invalid_body(MAX_PAYLOAD - dl.wire_size(headers, b"") - 200)  # 200 bytes to spare as it is stored
+    body = invalid_body(MAX_PAYLOAD - wire.wire_size(headers, b"") - 200)  # 200 bytes to spare as it is stored
     bus.publish("testing.happened.v1", body, headers=headers)
     with bus.consumer("testing"), bus.consumer("dead-letters"):
         wait_for(lambda: DeadLetter.objects.exists())
     stored = bus.get("DLQ", 1)
-    assert stored.data == body and dl.H_BODY_PARKED not in stored.headers
-    assert dl.wire_size({**stored.headers}, stored.data) <= MAX_PAYLOAD
-    original = json.loads(stored.headers[dl.H_ORIGINAL_HEADERS])
-    assert "kept" in original[dl.H_TRUNCATED] and len(original["X-Big"]) <= dl.SHRUNK_HEADER_VALUE
+    assert stored.data == body and h.DL_BODY_PARKED not in stored.headers
+    assert wire.wire_size({**stored.headers}, stored.data) <= MAX_PAYLOAD
+    original = json.loads(stored.headers[h.DL_ORIGINAL_HEADERS])
+    assert "kept" in original[h.TRUNCATED] and len(original["X-Big"]) <= dl.SHRUNK_HEADER_VALUE
     row = DeadLetter.objects.get()
-    assert row.data.encode() == body and row.headers[dl.H_TRUNCATED].startswith("kept")
+    assert row.data.encode() == body and row.headers[h.TRUNCATED].startswith("kept")
 
 
 def test_original_headers_that_outgrow_jetstreams_header_limit_once_escaped_are_shrunk(bus):
@@ -102,9 +104,9 @@ def test_original_headers_that_outgrow_jetstreams_header_limit_once_escaped_are_
     with bus.consumer("testing"), bus.consumer("dead-letters"):
         wait_for(lambda: DeadLetter.objects.exists(), message="the dead letter was never stored")
     stored = bus.get("DLQ", 1)
-    assert dl.header_size(stored.headers) <= dl.MAX_HEADER_BLOCK and stored.data == b'{"value": "bad"}'
+    assert wire.header_size(stored.headers) <= wire.MAX_HEADER_BLOCK and stored.data == b'{"value": "bad"}'
     row = DeadLetter.objects.get()
-    assert row.headers[dl.H_TRUNCATED].startswith("kept") and row.data == '{"value": "bad"}'
+    assert row.headers[h.TRUNCATED].startswith("kept") and row.data == '{"value": "bad"}'
 
 
 def test_the_near_limit_dead_letter_can_be_reprocessed_and_fails_again_whole(bus):
@@ -122,31 +124,31 @@ def test_the_near_limit_dead_letter_can_be_reprocessed_and_fails_again_whole(bus
 
 def test_fit_dead_letter_shrinks_then_parks_and_never_exceeds_the_limit():
     headers = {
-        dl.H_CONSUMER: "c",
-        dl.H_TRACEBACK: json.dumps("Traceback\n" + "t" * 15000),
-        dl.H_ORIGINAL_HEADERS: json.dumps({f"H-{i}": "v" * 300 for i in range(50)}),
+        h.DL_CONSUMER: "c",
+        h.DL_TRACEBACK: json.dumps("Traceback\n" + "t" * 15000),
+        h.DL_ORIGINAL_HEADERS: json.dumps({f"H-{i}": "v" * 300 for i in range(50)}),
     }
     small = dl.fit_dead_letter(headers, b"x" * 100, MAX_PAYLOAD)
     assert small.headers == headers and small.body == b"x" * 100 and not small.parked
 
     shrunk = dl.fit_dead_letter(headers, b"x" * (MAX_PAYLOAD - 10_000), MAX_PAYLOAD)
-    assert not shrunk.parked and len(shrunk.headers[dl.H_TRACEBACK]) < 3000
-    assert "left out to fit" in json.loads(shrunk.headers[dl.H_TRACEBACK])
-    assert dl.H_TRUNCATED in json.loads(shrunk.headers[dl.H_ORIGINAL_HEADERS])
+    assert not shrunk.parked and len(shrunk.headers[h.DL_TRACEBACK]) < 3000
+    assert "left out to fit" in json.loads(shrunk.headers[h.DL_TRACEBACK])
+    assert h.TRUNCATED in json.loads(shrunk.headers[h.DL_ORIGINAL_HEADERS])
 
     parked = dl.fit_dead_letter(headers, b"x" * (MAX_PAYLOAD - 100), MAX_PAYLOAD)
-    assert parked.parked and parked.body == b"" and parked.headers[dl.H_BODY_PARKED] == str(MAX_PAYLOAD - 100)
-    assert parked.headers[dl.H_TRACEBACK] == headers[dl.H_TRACEBACK], "whole again once the body stays behind"
+    assert parked.parked and parked.body == b"" and parked.headers[h.DL_BODY_PARKED] == str(MAX_PAYLOAD - 100)
+    assert parked.headers[h.DL_TRACEBACK] == headers[h.DL_TRACEBACK], "whole again once the body stays behind"
 
     for fitted in (small, shrunk, parked):
-        assert dl.wire_size({**fitted.headers, "Nats-Expected-Stream": "DLQ"}, fitted.body) <= MAX_PAYLOAD
-    escaped = {**headers, dl.H_ORIGINAL_HEADERS: json.dumps({"X": "\\" * 40_000})}
-    assert dl.header_size(escaped) > dl.MAX_HEADER_BLOCK
+        assert wire.wire_size({**fitted.headers, "Nats-Expected-Stream": "DLQ"}, fitted.body) <= MAX_PAYLOAD
+    escaped = {**headers, h.DL_ORIGINAL_HEADERS: json.dumps({"X": "\\" * 40_000})}
+    assert wire.header_size(escaped) > wire.MAX_HEADER_BLOCK
     fitted = dl.fit_dead_letter(escaped, b"x" * 100, MAX_PAYLOAD)
-    assert not fitted.parked and dl.header_size(fitted.headers) <= dl.MAX_HEADER_BLOCK
+    assert not fitted.parked and wire.header_size(fitted.headers) <= wire.MAX_HEADER_BLOCK
     bare = dl.fit_dead_letter(headers, b"x" * 5000, 4096)
-    assert bare.parked and dl.H_TRACEBACK not in bare.headers and dl.H_ORIGINAL_HEADERS not in bare.headers
-    assert dl.wire_size({**bare.headers, "Nats-Expected-Stream": "DLQ"}, bare.body) <= 4096
+    assert bare.parked and h.DL_TRACEBACK not in bare.headers and h.DL_ORIGINAL_HEADERS not in bare.headers
+    assert wire.wire_size({**bare.headers, "Nats-Expected-Stream": "DLQ"}, bare.body) <= 4096
 
 
 # -- the recorder records every failure -----------------------------------------------------------
@@ -174,14 +176,14 @@ def test_bodies_and_ids_no_column_can_hold_as_they_are_are_recorded(bus):
 
 def dlq_junk(bus):
     """What an outsider can publish to dlq.*: (sequence, what it must become)."""
-    good = {dl.H_CONSUMER: "testing", dl.H_STREAM: "TESTING"}
+    good = {h.DL_CONSUMER: "testing", h.DL_STREAM: "TESTING"}
     cases = [
         (bus.publish("dlq.anything", {"note": "x"}), "poison"),
-        (bus.publish("dlq.testing", b"{}", headers={**good, dl.H_SEQUENCE: "abc"}), "poison"),
-        (bus.publish("dlq.testing", b"{}", headers={**good, dl.H_SEQUENCE: "9" * 25}), "poison"),
-        (bus.publish("dlq.testing", b"{}", headers={dl.H_CONSUMER: "t" * 101, dl.H_STREAM: "S", dl.H_SEQUENCE: "3"}),
+        (bus.publish("dlq.testing", b"{}", headers={**good, h.DL_SEQUENCE: "abc"}), "poison"),
+        (bus.publish("dlq.testing", b"{}", headers={**good, h.DL_SEQUENCE: "9" * 25}), "poison"),
+        (bus.publish("dlq.testing", b"{}", headers={h.DL_CONSUMER: "t" * 101, h.DL_STREAM: "S", h.DL_SEQUENCE: "3"}),
          "poison"),
-        (bus.publish("dlq.testing", b"{}", headers={dl.H_CONSUMER: "a\x00b", dl.H_STREAM: "S", dl.H_SEQUENCE: "4"}),
+        (bus.publish("dlq.testing", b"{}", headers={h.DL_CONSUMER: "a\x00b", h.DL_STREAM: "S", h.DL_SEQUENCE: "4"}),
          "poison"),
         (bus.publish("dlq.testing", {"note": "x"}, msg_id="n" * 101), "poison"),
         (
@@ -190,16 +192,16 @@ def dlq_junk(bus):
                 b"\x00\xff",
                 headers={
                     **good,
-                    dl.H_SEQUENCE: "1001",
-                    dl.H_ATTEMPTS: "-5",
-                    dl.H_SUBJECT: "s" * 300,
-                    dl.H_ERROR_TYPE: "E" * 300,
-                    dl.H_ERROR: "bad\x00error",
-                    dl.H_FAILED_AT: "yesterday",
-                    dl.H_ORIGINAL_MESSAGE_ID: "o" * 101,
-                    dl.H_ORIGINAL_HEADERS: json.dumps({"X-Nul": "a\x00b", "a\x00": "b", "Deep": {"x": [1]}}),
-                    dl.H_TRACEBACK: "not json \x00",
-                    dl.H_REPROCESSED_DEAD_LETTER_ID: "²",
+                    h.DL_SEQUENCE: "1001",
+                    h.DL_ATTEMPTS: "-5",
+                    h.DL_SUBJECT: "s" * 300,
+                    h.DL_ERROR_TYPE: "E" * 300,
+                    h.DL_ERROR: "bad\x00error",
+                    h.DL_FAILED_AT: "yesterday",
+                    h.DL_LEDGER_KEY: "o" * 101,
+                    h.DL_ORIGINAL_HEADERS: json.dumps({"X-Nul": "a\x00b", "a\x00": "b", "Deep": {"x": [1]}}),
+                    h.DL_TRACEBACK: "not json \x00",
+                    h.DL_REPROCESSED_DEAD_LETTER_ID: "²",
                 },
             ),
             "recorded",
@@ -208,7 +210,7 @@ def dlq_junk(bus):
             bus.publish(
                 "dlq.testing",
                 b"{}",
-                headers={**good, dl.H_SEQUENCE: "1002", dl.H_ORIGINAL_HEADERS: "[1, 2]", dl.H_BODY_PARKED: "5"},
+                headers={**good, h.DL_SEQUENCE: "1002", h.DL_ORIGINAL_HEADERS: "[1, 2]", h.DL_BODY_PARKED: "5"},
             ),
             "recorded",
         ),
@@ -233,7 +235,7 @@ def test_junk_on_dlq_ends_as_rows_and_never_stops_the_dead_letters_consumer(bus)
     assert odd.headers == {"X-Nul": "a\\x00b", "a\\x00": "b", "Deep": '{"x": [1]}'}
     assert odd.traceback == "not json \\x00" and bytes(odd.raw_data) == b"\x00\xff"
     announced = DeadLetter.objects.get(consumer="testing", stream_sequence=1002)
-    assert announced.headers == {dl.H_TRUNCATED: "the original headers were not a JSON object"}
+    assert announced.headers == {h.TRUNCATED: "the original headers were not a JSON object"}
     assert "announced a body kept in the database, but none was found" in announced.history.get().note
 
 
@@ -256,12 +258,12 @@ def test_two_consumers_dead_lettering_one_event_are_two_rows_and_one_reported_tw
     with bus.consumer("testing"), bus.consumer("testing-other"), bus.consumer("dead-letters"):
         wait_for(lambda: DeadLetter.objects.count() == 2)
         first = bus.get("DLQ", 1)
-        again = {**first.headers, "Nats-Msg-Id": "past-the-duplicate-window", dl.H_ERROR: "reported again"}
-        bus.publish(f"dlq.{first.headers[dl.H_CONSUMER]}", first.data, headers=again)
+        again = {**first.headers, "Nats-Msg-Id": "past-the-duplicate-window", h.DL_ERROR: "reported again"}
+        bus.publish(f"dlq.{first.headers[h.DL_CONSUMER]}", first.data, headers=again)
         wait_for(lambda: bus.stream_messages("DLQ") == 3 and bus.drained("DLQ", "dead-letters"))
     rows = DeadLetter.objects.filter(stream="TESTING", stream_sequence=bad.seq)
     assert sorted(rows.values_list("consumer", flat=True)) == ["testing", "testing-other"]
-    assert rows.get(consumer=first.headers[dl.H_CONSUMER]).error != "reported again", "the first report stays"
+    assert rows.get(consumer=first.headers[h.DL_CONSUMER]).error != "reported again", "the first report stays"
 
 
 def test_a_body_parked_for_a_dead_letter_already_recorded_is_not_kept(db):
@@ -406,13 +408,13 @@ def test_reprocess_copies_no_control_header_and_the_redelivery_is_handled(bus):
 
 def test_copyable_headers_bounds_count_and_size():
     many = {f"X-{i}": "v" for i in range(100)}
-    kept, dropped = dl.copyable_headers(many)
-    assert len(kept) == dl.MAX_COPIED_HEADERS and len(dropped) == 100 - dl.MAX_COPIED_HEADERS
+    kept, dropped = bounds.copyable_headers(many)
+    assert len(kept) == bounds.MAX_COPIED_HEADERS and len(dropped) == 100 - bounds.MAX_COPIED_HEADERS
     big = {f"X-{i}": "v" * 1000 for i in range(20)}
-    kept, _ = dl.copyable_headers(big)
-    assert sum(len(k) + len(v) + 4 for k, v in kept.items()) <= dl.MAX_COPIED_TOTAL
-    assert dl.copyable_headers(["not", "a", "dict"]) == ({}, [])
-    kept, dropped = dl.copyable_headers({"X-Nul": "a\x00b", "X-Tab": "a\tb", "X-Space": " a", "X-Ok": "ok"})
+    kept, _ = bounds.copyable_headers(big)
+    assert sum(len(k) + len(v) + 4 for k, v in kept.items()) <= bounds.MAX_COPIED_TOTAL
+    assert bounds.copyable_headers(["not", "a", "dict"]) == ({}, [])
+    kept, dropped = bounds.copyable_headers({"X-Nul": "a\x00b", "X-Tab": "a\tb", "X-Space": " a", "X-Ok": "ok"})
     assert kept == {"X-Ok": "ok"} and dropped == ["X-Nul", "X-Tab", "X-Space"]
 
 

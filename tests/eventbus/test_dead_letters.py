@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from prometheus_client import REGISTRY
 
-from apps.eventbus.deadletters import codec as dl
+from apps.eventbus import headers as h
 from apps.eventbus.deadletters.services import DeadLetterStateError, dead_letter_discard, dead_letter_reprocess
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, ProcessedMessage
 from tests.bus import wait_for
@@ -25,17 +25,17 @@ def test_poison_messages_reach_the_dlq_at_once_with_full_headers(bus):
     unknown = bus.publish("testing.unversioned.thing", {"message_id": "unknown", "value": 1})
     with bus.consumer("testing"):
         headers = dlq_headers(bus, 3)
-    by_sequence = {int(h[dl.H_SEQUENCE]): h for h in headers}
+    by_sequence = {int(sent[h.DL_SEQUENCE]): sent for sent in headers}
     assert set(by_sequence) == {bad_json.seq, bad_schema.seq, unknown.seq}
-    for sequence, h in by_sequence.items():
-        assert h[dl.H_CONSUMER] == "testing" and h[dl.H_STREAM] == "TESTING"
-        assert h[dl.H_ATTEMPTS] == "1", "poison is not retried"
-        assert h[dl.H_ERROR_TYPE] == "ContractError"
-        assert h["Nats-Msg-Id"] == f"dlq:testing:TESTING:{sequence}"
-        assert h[dl.H_FAILED_AT]
-    assert "failed validation" in by_sequence[bad_schema.seq][dl.H_ERROR]
-    assert "value: Input should be a valid integer" in by_sequence[bad_schema.seq][dl.H_ERROR]
-    assert "no contract is registered for subject 'testing.unversioned.thing'" in by_sequence[unknown.seq][dl.H_ERROR]
+    for sequence, sent in by_sequence.items():
+        assert sent[h.DL_CONSUMER] == "testing" and sent[h.DL_STREAM] == "TESTING"
+        assert sent[h.DL_ATTEMPTS] == "1", "poison is not retried"
+        assert sent[h.DL_ERROR_TYPE] == "ContractError"
+        assert sent["Nats-Msg-Id"] == f"dlq:testing:TESTING:{sequence}"
+        assert sent[h.DL_FAILED_AT]
+    assert "failed validation" in by_sequence[bad_schema.seq][h.DL_ERROR]
+    assert "value: Input should be a valid integer" in by_sequence[bad_schema.seq][h.DL_ERROR]
+    assert "no contract is registered for subject 'testing.unversioned.thing'" in by_sequence[unknown.seq][h.DL_ERROR]
     bodies = {bus.get("DLQ", seq).data for seq in (1, 2, 3)}
     assert b"{not json" in bodies, "the dead letter carries the original body untouched"
     assert not Effect.objects.exists()
@@ -53,9 +53,9 @@ def test_a_permanent_handler_error_is_dead_lettered_at_once_and_rolled_back(bus)
     bus.publish_event(SomethingHappened(value=1, mode="permanent"))
     with bus.consumer("testing"):
         (headers,) = dlq_headers(bus, 1)
-    assert headers[dl.H_ERROR_TYPE] == "PermanentError" and headers[dl.H_ATTEMPTS] == "1"
-    assert "value refused by a business rule" in headers[dl.H_ERROR]
-    assert "Traceback" in headers[dl.H_TRACEBACK]
+    assert headers[h.DL_ERROR_TYPE] == "PermanentError" and headers[h.DL_ATTEMPTS] == "1"
+    assert "value refused by a business rule" in headers[h.DL_ERROR]
+    assert "Traceback" in headers[h.DL_TRACEBACK]
     assert not Effect.objects.exists(), "the handler's effects were rolled back"
     assert not ProcessedMessage.objects.exists()
 
@@ -71,8 +71,8 @@ def test_a_failing_handler_is_retried_on_the_backoff_schedule_then_dead_lettered
     with bus.consumer("testing"):
         (headers,) = dlq_headers(bus, 1)
     elapsed = time.monotonic() - published
-    assert headers[dl.H_ATTEMPTS] == "3", "max_deliver is 3"
-    assert headers[dl.H_ERROR_TYPE] == error_type
+    assert headers[h.DL_ATTEMPTS] == "3", "max_deliver is 3"
+    assert headers[h.DL_ERROR_TYPE] == error_type
     assert elapsed >= 0.2 + 0.5, "two naks with the schedule's delays (0.2 s, 0.5 s) came first"
     errors = REGISTRY.get_sample_value(
         "order_processing_errors_total", {"consumer": "testing", "error_type": error_type}
@@ -151,12 +151,12 @@ def test_a_message_whose_key_the_ledger_cannot_hold_is_dead_lettered_and_the_con
     with bus.consumer("testing-raw"):
         headers = dlq_headers(bus, 3)
         wait_for(lambda: Effect.objects.filter(consumer="testing-raw").count() == 1)
-    by_sequence = {int(h[dl.H_SEQUENCE]): h for h in headers}
+    by_sequence = {int(sent[h.DL_SEQUENCE]): sent for sent in headers}
     assert set(by_sequence) == {long_id.seq, nul_id.seq, long_subject.seq}
-    assert all(h[dl.H_ERROR_TYPE] == "ContractError" and h[dl.H_ATTEMPTS] == "1" for h in headers)
-    assert "message id is 101 characters long" in by_sequence[long_id.seq][dl.H_ERROR]
-    assert "message id contains a NUL character" in by_sequence[nul_id.seq][dl.H_ERROR]
-    assert "subject is 208 characters long" in by_sequence[long_subject.seq][dl.H_ERROR]
+    assert all(sent[h.DL_ERROR_TYPE] == "ContractError" and sent[h.DL_ATTEMPTS] == "1" for sent in headers)
+    assert "message id is 101 characters long" in by_sequence[long_id.seq][h.DL_ERROR]
+    assert "message id contains a NUL character" in by_sequence[nul_id.seq][h.DL_ERROR]
+    assert "subject is 208 characters long" in by_sequence[long_subject.seq][h.DL_ERROR]
     assert ProcessedMessage.objects.filter(consumer="testing-raw").count() == 1
 
     with bus.consumer("dead-letters"):  # and the recorder bounds what it carries: three rows, no retry loop

@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 from django.db.models import Count
 
-from apps.eventbus.deadletters import codec as dl
+from apps.eventbus import headers as h
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.producing.outbox import outbox_write
 from apps.eventbus.producing.relay import Relay
@@ -158,10 +158,10 @@ def test_the_advisory_dead_letters_a_message_whose_last_delivery_died_with_its_p
     finally:
         assert stop_process(watcher) == 0
     headers = bus.get("DLQ", 1).headers
-    assert headers[dl.H_CONSUMER] == "testing-advisory"
-    assert headers[dl.H_ERROR_TYPE] == "MaxDeliveriesExceeded"
-    assert headers[dl.H_ATTEMPTS] == "2"
-    assert headers[dl.H_SEQUENCE] == "1"
+    assert headers[h.DL_CONSUMER] == "testing-advisory"
+    assert headers[h.DL_ERROR_TYPE] == "MaxDeliveriesExceeded"
+    assert headers[h.DL_ATTEMPTS] == "2"
+    assert headers[h.DL_SEQUENCE] == "1"
     assert bus.stream_messages("ADVISORIES") == 1
     assert bus.drained("ADVISORIES", "testing-advisory-advisories"), "the advisory was acknowledged"
 

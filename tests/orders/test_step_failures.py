@@ -12,8 +12,8 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 
+from apps.eventbus import headers as h
 from apps.eventbus.consuming.delivery import Delivery
-from apps.eventbus.deadletters import codec as dl
 from apps.eventbus.deadletters.services import dead_letter_reprocess
 from apps.eventbus.models import DeadLetter, OutboxEvent, ProcessedMessage
 from apps.inventory.models import Product, Reservation, StockDecision
@@ -36,13 +36,13 @@ def dead_letter_headers(step: str, *, subject: str = "orders.created.v1", sequen
     """The headers the runner puts on a dead letter (apps/eventbus/deadletters/codec.py)."""
     return {
         "Nats-Msg-Id": f"dlq:{step}:ORDERS:{sequence}",
-        dl.H_CONSUMER: step,
-        dl.H_STREAM: "ORDERS",
-        dl.H_SUBJECT: subject,
-        dl.H_SEQUENCE: str(sequence),
-        dl.H_ATTEMPTS: "1",
-        dl.H_ERROR_TYPE: "PermanentError",
-        dl.H_ERROR: "payment gateway refused the charge (422)",
+        h.DL_CONSUMER: step,
+        h.DL_STREAM: "ORDERS",
+        h.DL_SUBJECT: subject,
+        h.DL_SEQUENCE: str(sequence),
+        h.DL_ATTEMPTS: "1",
+        h.DL_ERROR_TYPE: "PermanentError",
+        h.DL_ERROR: "payment gateway refused the charge (422)",
         **extra,
     }
 
@@ -83,7 +83,7 @@ def test_a_dead_letter_of_an_orders_placement_names_the_step_and_its_error():
 
 def test_the_reason_is_one_printable_line_of_at_most_500_characters():
     error = "line one\nline\x00two\t" + "x" * 5000
-    outcome = handlers.step_failure_of(delivery("inventory", {"order_id": "o-1"}, **{dl.H_ERROR: error}))
+    outcome = handlers.step_failure_of(delivery("inventory", {"order_id": "o-1"}, **{h.DL_ERROR: error}))
     assert len(outcome.reason) == 500 and outcome.reason.endswith("…")
     assert outcome.reason.startswith(
         "inventory gave up on the order (dead letter): PermanentError: line one line two x"
@@ -184,7 +184,7 @@ def test_dead_letters_that_are_not_about_a_pending_order_change_nothing(bus, cat
         (json.dumps({"order_id": str(confirmed.pk)}).encode(), dead_letter_headers("payments", sequence=3)),
         (
             json.dumps({"order_id": str(pending.pk)}).encode(),
-            dead_letter_headers("payments", sequence=4, **{dl.H_SUBJECT: "orders.cancelled.v1"}),
+            dead_letter_headers("payments", sequence=4, **{h.DL_SUBJECT: "orders.cancelled.v1"}),
         ),
         (json.dumps({"order_id": str(pending.pk)}).encode(), {}),  # not published by the eventbus
         (json.dumps({"order_id": "not-an-order"}).encode(), dead_letter_headers("inventory", sequence=5)),

@@ -42,7 +42,7 @@ def on_happened_other(event: SomethingHappened) -> None:
 
 def on_any_raw(delivery: Delivery) -> None:
     Effect.objects.create(
-        consumer="testing-raw", message_id=delivery.message_id, subject=delivery.subject, value=len(delivery.data)
+        consumer="testing-raw", message_id=delivery.ledger_key, subject=delivery.subject, value=len(delivery.data)
     )
 
 

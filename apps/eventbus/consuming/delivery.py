@@ -1,23 +1,21 @@
-"""A fetched message as the runner and raw handlers see it, and the outcomes the runner maps."""
+"""A fetched message as the runner and raw handlers see it: where it came from, its ids, its
+contract subject (the original one for a redelivery) and, for a decoding consumer, its event."""
 
 from __future__ import annotations
 
 import json
-import re
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from apps.eventbus import headers
+from apps.eventbus.bounds import log_value
 from apps.eventbus.contracts import ContractError, Event, decode
-
-# Headers the eventbus itself sets.
-H_MSG_ID = "Nats-Msg-Id"
-H_MESSAGE_ID = "Eventbus-Message-Id"  # the original event's message_id, on redeliveries
-H_ORIGINAL_SUBJECT = "Eventbus-Original-Subject"
-H_DEAD_LETTER_ID = "Eventbus-Dead-Letter-Id"
+from apps.eventbus.deadletters.codec import Redelivery
 
 
-def _ack_subject_fields(msg) -> tuple[str, int, int]:
+def ack_subject_fields(msg) -> tuple[str, int, int]:
     """Stream, delivery count and stream sequence from a JetStream message's reply subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``,
@@ -53,11 +51,10 @@ def _field(body: dict, name: str) -> str:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and value != "" else ""
 
 
-_ID = re.compile(r"[0-9]{1,18}")  # a row id (str.isdigit() also takes "²", which int() refuses)
-
 # What the ledger (and the dead-letter table) can hold of a delivery's key.
 MAX_MESSAGE_ID = 100
 MAX_SUBJECT = 200
+MAX_LOGGED_ERROR = 2000
 
 
 def unstorable_key(message_id: str, subject: str) -> str | None:
@@ -84,32 +81,39 @@ class Delivery:
     error: Exception | None = None  # why it could not be decoded: a poison message
     raw_message: Any = field(default=None, repr=False)
 
+    @cached_property
+    def redelivery(self) -> Redelivery:
+        """What the message says about the one it stands for, when it is a redelivery."""
+        return Redelivery.decode(self.headers)
+
     @property
     def subject(self) -> str:
         """The contract subject (the original one for a redelivery)."""
-        return self.headers.get(H_ORIGINAL_SUBJECT, self.delivery_subject)
+        original = self.redelivery.original_subject
+        return original if original is not None else self.delivery_subject
 
     @property
-    def message_id(self) -> str:
-        """The id the ledger keys on: the original event's (also on a redelivery), else the
-        broker's message id, else the one in a body that failed validation, else the position."""
-        if H_MESSAGE_ID in self.headers:
-            return self.headers[H_MESSAGE_ID]
+    def ledger_key(self) -> str:
+        """What the idempotency ledger keys on: the original message's key on a redelivery, else the
+        event's id, else the broker's id, else the id in a body that failed validation, else the
+        stream position."""
+        if (original := self.redelivery.ledger_key) is not None:
+            return original
         if self.event is not None:
             return self.event.message_id
-        return self.headers.get(H_MSG_ID) or _field(self._body, "message_id") or f"{self.stream}:{self.stream_sequence}"
+        return self.nats_msg_id or _field(self._body, "message_id") or f"{self.stream}:{self.stream_sequence}"
 
     @property
-    def dead_letter_id(self) -> int | None:
-        value = self.headers.get(H_DEAD_LETTER_ID)
-        return int(value) if value and _ID.fullmatch(value) else None
+    def nats_msg_id(self) -> str:
+        """The broker's de-duplication id (``Nats-Msg-Id``), or ""."""
+        return self.headers.get(headers.NATS_MSG_ID, "")
 
     @property
-    def event_message_id(self) -> str:
-        """The ``message_id`` inside the body (the event's own id), else :attr:`message_id`."""
+    def event_id(self) -> str:
+        """The event's own id (``message_id`` in the body), else :attr:`ledger_key`."""
         if self.event is not None:
             return self.event.message_id
-        return _field(self._body, "message_id") or self.message_id
+        return _field(self._body, "message_id") or self.ledger_key
 
     @property
     def correlation_id(self) -> str:
@@ -122,6 +126,24 @@ class Delivery:
         included): for raw handlers, from the one parse of the body."""
         return _field(self._body, name)
 
+    def log(self, logger: logging.Logger, level: int, what: str, consumer: str, error: BaseException | None) -> None:
+        """One line about what ``consumer`` did with this message, every value from it bounded."""
+        logger.log(
+            level,
+            "%s %s seq %s: %s",
+            what,
+            log_value(self.subject),
+            self.stream_sequence,
+            log_value(str(error), MAX_LOGGED_ERROR),
+            extra={
+                "consumer": consumer,
+                "subject": log_value(self.subject),
+                "message_id": log_value(self.ledger_key),
+                "correlation_id": log_value(self.correlation_id),
+                "attempt": self.num_delivered,
+            },
+        )
+
     @cached_property
     def _body(self) -> dict:
         """The body parsed once, for the id properties of a message that was not decoded."""
@@ -129,7 +151,7 @@ class Delivery:
 
     @classmethod
     def from_nats(cls, msg, *, decode_event: bool) -> Delivery:
-        stream, num_delivered, stream_sequence = _ack_subject_fields(msg)
+        stream, num_delivered, stream_sequence = ack_subject_fields(msg)
         delivery = cls(
             stream=stream,
             delivery_subject=msg.subject,
@@ -144,22 +166,6 @@ class Delivery:
                 delivery.event = decode(delivery.subject, msg.data)
             except ContractError as exc:
                 delivery.error = exc
-        if delivery.error is None and (reason := unstorable_key(delivery.message_id, delivery.subject)):
+        if delivery.error is None and (reason := unstorable_key(delivery.ledger_key, delivery.subject)):
             delivery.error = ContractError(f"unusable message: {reason}")  # a poison message: dead-lettered at once
         return delivery
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # handled | duplicate | retry | dead_letter | unavailable (the database is down)
-    error: BaseException | None = None
-    delay: float | None = None
-    traceback: str = ""
-
-    @classmethod
-    def handled(cls) -> Outcome:
-        return cls("handled")
-
-    @classmethod
-    def duplicate(cls) -> Outcome:
-        return cls("duplicate")

@@ -1,7 +1,10 @@
 """The synchronous half of the runner: a batch of deliveries through the handlers, in one
 database transaction when it can be, with the idempotency ledger written alongside.
 
-Runs in the runner's worker thread with ordinary Django code; never touches NATS.
+Reports what each delivery came to (:class:`~apps.eventbus.consuming.settlement.Processed`:
+handled, a duplicate, or the exception); what happens to the message then is decided by the
+settlement table, not here. Runs in the runner's worker thread with ordinary Django code;
+never touches NATS.
 """
 
 from __future__ import annotations
@@ -9,29 +12,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from apps.eventbus import metrics
-from apps.eventbus.consuming.delivery import Delivery, Outcome
+from apps.eventbus.consuming.delivery import Delivery
+from apps.eventbus.consuming.settlement import Processed
 from apps.eventbus.contracts import ContractError
 from apps.eventbus.deadletters.services import dead_letter_mark_resolved
-from apps.eventbus.errors import DependencyDown, PermanentError, RetryableError
+from apps.eventbus.errors import DATABASE_UNAVAILABLE, DependencyDown
 from apps.eventbus.models import ProcessedMessage
 from apps.eventbus.registry import ConsumerSpec, is_batch_handler, preparer_of
 from apps.eventbus.tracing import context_from, tracer
 
 logger = logging.getLogger(__name__)
 
-# Django's wrappers, and psycopg's own for code that works on the raw cursor (a COPY).
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
-DATABASE_RETRY_DELAY = 5.0
 _LEDGER = ProcessedMessage._meta.db_table
 # The ledger rows go in first: one round trip both claims the new messages and tells the
 # duplicates apart (a concurrent replica's uncommitted row makes this wait for its outcome).
@@ -60,21 +59,12 @@ class _BatchFailed(Exception):
     """A batch handler raised for a group: run again one event at a time to find the culprit."""
 
 
-def classify(exc: BaseException) -> Outcome:
-    text = "".join(traceback.format_exception(exc)).strip()
-    if isinstance(exc, PermanentError | ContractError):
-        return Outcome("dead_letter", exc, traceback=text)
-    if isinstance(exc, RetryableError):
-        return Outcome("retry", exc, delay=exc.delay, traceback=text)
-    return Outcome("retry", exc, traceback=text)  # unknown: may heal; dead-lettered after max_deliver
-
-
 @dataclass
 class Prepared:
     """What the prepare steps of a batch's handlers returned, made outside its transaction."""
 
     results: dict[Callable, dict] = field(default_factory=dict)  # handler -> the mappings its prepare returned
-    failed: dict[int, Outcome] = field(default_factory=dict)  # deliveries whose prepare step raised
+    failed: dict[int, Processed] = field(default_factory=dict)  # deliveries whose prepare step raised
 
 
 class BatchProcessor:
@@ -110,38 +100,38 @@ class BatchProcessor:
                     logger.warning("database unavailable while preparing, %d message(s) will be retried", len(group))
                     _reset_connection()
                     for index in group:
-                        prepared.failed[index] = Outcome("unavailable", exc, delay=DATABASE_RETRY_DELAY)
+                        prepared.failed[index] = Processed.refused(exc)
                 except Exception as exc:  # noqa: BLE001 - the failure becomes the message's outcome
                     if len(group) > 1:
                         pending.extend([index] for index in group)
                         continue
                     metrics.PROCESSING_ERRORS.labels(self.spec.name, type(exc).__name__).inc()
-                    prepared.failed[group[0]] = classify(exc)
+                    prepared.failed[group[0]] = Processed.raised(exc)
                 else:
                     results.update(value)
         return prepared
 
-    def process(self, deliveries: list[Delivery], prepared: Prepared | None = None) -> list[Outcome]:
-        """One outcome per delivery, in order. Effects of handled messages are committed.
+    def process(self, deliveries: list[Delivery], prepared: Prepared | None = None) -> list[Processed]:
+        """What each delivery came to, in order. Effects of handled messages are committed.
 
         The whole batch runs in one transaction. When a handler fails, the transaction is
         rolled back and the batch runs again without that message, which keeps its failure:
-        the good messages commit, the bad one is retried or dead-lettered, and no failing
+        the good messages commit, the bad one is reported with its exception, and no failing
         handler runs twice for one delivery (a batch handler that failed for a group runs
         once more per event of it, to find which one fails).
         """
         if prepared is None:
             prepared = self.prepare(deliveries)
-        outcomes: dict[int, Outcome] = dict(prepared.failed)
+        outcomes: dict[int, Processed] = dict(prepared.failed)
         ready: list[int] = []
         for index, delivery in enumerate(deliveries):
             if index in outcomes:
                 continue
             if delivery.error is not None:
-                outcomes[index] = Outcome("dead_letter", delivery.error)
+                outcomes[index] = Processed.refused(delivery.error)
             elif self.spec.handler_for(delivery.subject) is None:
                 error = ContractError(f"consumer {self.spec.name} has no handler for {delivery.subject}")
-                outcomes[index] = Outcome("dead_letter", error)
+                outcomes[index] = Processed.refused(error)
             else:
                 ready.append(index)
         grouped = True
@@ -156,28 +146,28 @@ class BatchProcessor:
                 metrics.PROCESSING_ERRORS.labels(self.spec.name, type(cause).__name__).inc()
                 if isinstance(cause, DependencyDown):  # the rest would only knock on the same closed door
                     for index in ready:
-                        outcomes[index] = classify(cause)
+                        outcomes[index] = Processed.raised(cause)
                     break
-                outcomes[failed.index] = classify(cause)
+                outcomes[failed.index] = Processed.raised(cause)
                 ready.remove(failed.index)
             except DATABASE_UNAVAILABLE as exc:
                 logger.warning("database unavailable, %d message(s) will be retried: %s", len(ready), exc)
                 _reset_connection()
                 for index in ready:
-                    outcomes[index] = Outcome("unavailable", exc, delay=DATABASE_RETRY_DELAY)
+                    outcomes[index] = Processed.refused(exc)
                 break
         return [outcomes[index] for index in range(len(deliveries))]
 
     def _transaction(
         self, deliveries: list[Delivery], ready: list[int], prepared: Prepared, *, grouped: bool
-    ) -> dict[int, Outcome]:
-        results: dict[int, Outcome] = {}
+    ) -> dict[int, Processed]:
+        results: dict[int, Processed] = {}
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 _CLAIM_IN_LEDGER,
                 [
                     self.spec.name,
-                    json.dumps([deliveries[index].message_id for index in ready]),
+                    json.dumps([deliveries[index].ledger_key for index in ready]),
                     json.dumps([deliveries[index].subject for index in ready]),
                 ],
             )
@@ -185,18 +175,18 @@ class BatchProcessor:
             todo: list[int] = []
             for index in ready:
                 delivery = deliveries[index]
-                if delivery.message_id in new:
-                    new.discard(delivery.message_id)  # a second copy in the same batch is a duplicate
+                if delivery.ledger_key in new:
+                    new.discard(delivery.ledger_key)  # a second copy in the same batch is a duplicate
                     todo.append(index)
                 else:
-                    if delivery.dead_letter_id:
-                        dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="already handled")
-                    results[index] = Outcome.duplicate()
+                    if dead_letter_id := delivery.redelivery.dead_letter_id:
+                        dead_letter_mark_resolved(dead_letter_id=dead_letter_id, note="already handled")
+                    results[index] = Processed.DUPLICATE
             for handler, group in self._groups(deliveries, todo, grouped=grouped):
                 extra = (prepared.results[handler],) if preparer_of(handler) is not None else ()
                 self._run(handler, [(index, deliveries[index]) for index in group], extra)
                 for index in group:
-                    results[index] = Outcome.handled()
+                    results[index] = Processed.HANDLED
         return results
 
     def _groups(self, deliveries: list[Delivery], todo: list[int], *, grouped: bool):
@@ -228,8 +218,8 @@ class BatchProcessor:
                 (_, delivery) = items[0]
                 handler(self._payload(delivery))
             for _, delivery in items:
-                if delivery.dead_letter_id:
-                    dead_letter_mark_resolved(dead_letter_id=delivery.dead_letter_id, note="reprocessed")
+                if dead_letter_id := delivery.redelivery.dead_letter_id:
+                    dead_letter_mark_resolved(dead_letter_id=dead_letter_id, note="reprocessed")
         except DATABASE_UNAVAILABLE:
             raise
         except Exception as exc:
@@ -254,7 +244,7 @@ def _start_span(consumer: str, items: list[tuple[int, Delivery]]):
     first = items[0][1]
     attributes = {"messaging.system": "nats", "messaging.destination.name": first.subject}
     if len(items) == 1:
-        attributes["messaging.message.id"] = first.message_id
+        attributes["messaging.message.id"] = first.ledger_key
         return tracer().start_span(
             f"{consumer} process {first.subject}",
             context=context_from(first.headers),

@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.consuming.processing import BatchProcessor
+from apps.eventbus.consuming.settlement import decide
 from apps.eventbus.jetstream.connection import close_client, connect
 from apps.eventbus.registry import ConsumerSpec, Registry, registry
 
@@ -34,7 +35,9 @@ async def replay(
     progress: Callable[[int, int, Counter], None] | None = None,
     reg: Registry = registry,
 ) -> Counter:
-    """Outcome counts (handled, duplicate, retry, dead_letter) for every message replayed."""
+    """How many messages replayed came to each verdict of the settlement table (``handled``,
+    ``duplicate``, ``retry``, ``poison``...): what the runner would have decided for a first
+    delivery; nothing is retried or dead-lettered here."""
     subjects = reg.streams_of(spec).get(stream)
     if not subjects:
         raise ValueError(f"consumer {spec.name} reads nothing from stream {stream}")
@@ -55,6 +58,7 @@ async def replay(
         await js.add_consumer(stream, config)
         subscription = await js.pull_subscribe_bind(consumer=name, stream=stream)
         processor = BatchProcessor(spec)
+        max_deliver = spec.setting("MAX_DELIVER")
         loop, done, position = asyncio.get_running_loop(), False, 0
         while not done:
             try:
@@ -66,7 +70,10 @@ async def replay(
             done = not deliveries or deliveries[-1].stream_sequence >= last or len(deliveries) < len(messages)
             if deliveries:
                 results = await loop.run_in_executor(None, processor.process, deliveries)
-                outcomes.update(result.kind for result in results)
+                outcomes.update(
+                    decide(result, num_delivered=1, max_deliver=max_deliver, backoff=spec.nak_delay).verdict.value
+                    for result in results
+                )
                 position = deliveries[-1].stream_sequence
             if progress:
                 progress(position, last, outcomes)

@@ -12,15 +12,11 @@ from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from pydantic import ValidationError
 
-from apps.eventbus.consuming.delivery import (
-    H_DEAD_LETTER_ID,
-    H_MESSAGE_ID,
-    H_MSG_ID,
-    H_ORIGINAL_SUBJECT,
-    correlation_id_of,
-)
+from apps.eventbus import headers
+from apps.eventbus.bounds import body_text, clean_headers, clean_text, copyable_headers
+from apps.eventbus.consuming.delivery import correlation_id_of
 from apps.eventbus.contracts import ContractError, decode
-from apps.eventbus.deadletters.codec import MAX_TRACEBACK, body_text, clean_headers, clean_text, copyable_headers
+from apps.eventbus.deadletters.codec import MAX_TRACEBACK, Redelivery
 from apps.eventbus.events import (
     DeadLetterDiscarded,
     DeadLetterEdited,
@@ -296,9 +292,11 @@ def _redelivery(dead_letter: DeadLetter, attempt: int, body: str | None = None) 
         "body": body if body is not None else (dead_letter.edited_data or dead_letter.data),
         "headers": {
             **copied,
-            H_ORIGINAL_SUBJECT: dead_letter.subject,
-            H_MESSAGE_ID: dead_letter.message_id or f"{dead_letter.stream}:{dead_letter.stream_sequence}",
-            H_DEAD_LETTER_ID: str(dead_letter.pk),
+            **Redelivery(
+                original_subject=dead_letter.subject,
+                ledger_key=dead_letter.message_id or f"{dead_letter.stream}:{dead_letter.stream_sequence}",
+                dead_letter_id=dead_letter.pk,
+            ).encode(),
         },
     }
     return row, dropped
@@ -314,8 +312,8 @@ def _publish_refusal(dead_letter: DeadLetter, row: dict, *, edited: bool) -> str
             "payload (it is delivered instead) or discard it"
         )
     body = row["body"].encode("utf-8", "surrogatepass")
-    headers = {**row["headers"], H_MSG_ID: row["message_id"]}  # the relay adds the de-duplication id
-    if problem := unpublishable(headers, body, max_payload=settings.EVENTBUS["MAX_PAYLOAD"]):
+    written = {**row["headers"], headers.NATS_MSG_ID: row["message_id"]}  # the relay adds the de-duplication id
+    if problem := unpublishable(written, body, max_payload=settings.EVENTBUS["MAX_PAYLOAD"]):
         what = "edited payload" if edited else "payload"
         return (
             f"its redelivery (a {len(body)}-byte {what} and its headers) could not be published: {problem}; "
@@ -360,7 +358,7 @@ def dead_letter_reprocess(*, dead_letter: DeadLetter, actor, bulk_run_id: int | 
     note = f"attempt {attempt}" + (" (edited payload)" if dead_letter.edited_data else "")
     if bulk_run_id is not None:
         note += f", bulk run {bulk_run_id}"
-    notable = [name for name in dropped if name.lower() != H_MSG_ID.lower()]  # the one every message has
+    notable = [name for name in dropped if name.lower() != headers.NATS_MSG_ID.lower()]  # the one every message has
     if notable:
         note += f"; original headers not copied: {', '.join(notable[:20])}" + (" ..." if len(notable) > 20 else "")
     DeadLetterEvent.objects.create(

@@ -9,14 +9,36 @@ from typing import Any
 
 from django.conf import settings
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError, NoServersError, StaleConnectionError
 from nats.js.client import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
+
+
+FETCH_WAIT = 1.0  # seconds a fetch waits for messages; also the worst-case shutdown latency
+# A fetch that fails for one of these waits and tries again (the client reconnects by itself,
+# JetStream answers 503 while the server starts or stops); anything else ends the process.
+FETCH_TRANSIENT = (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoServersError,
+    StaleConnectionError,
+    ServiceUnavailableError,
+    OSError,
+)
 
 
 class ConnectionLost(RuntimeError):
     """The NATS client is closed for good (nats-py closes it after some server errors and never
     reconnects): the process must exit non-zero and be restarted by its supervisor."""
+
+
+def exit_if_closed(client: Client, who: str) -> None:
+    """Raise :class:`ConnectionLost` when ``client`` is closed for good: fetching on would keep
+    the process alive but deaf, so it exits for its supervisor to restart it."""
+    if client.is_closed:
+        raise ConnectionLost(f"{who}: the NATS connection is closed for good")
 
 
 def connect_options(**overrides: Any) -> dict[str, Any]:

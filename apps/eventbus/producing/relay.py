@@ -45,7 +45,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from apps.eventbus import metrics
-from apps.eventbus.consuming.delivery import H_MSG_ID
+from apps.eventbus.headers import NATS_MSG_ID
 from apps.eventbus.jetstream.connection import ConnectionLost, close_client, connect
 from apps.eventbus.jetstream.provisioning import ensure_stream
 from apps.eventbus.models import OutboxDeadLetter, OutboxEvent
@@ -408,7 +408,7 @@ class Relay:
             futures: list[asyncio.Future] = []
             for row in batch:
                 body = row.body.encode()
-                headers = {**_json(row.headers), H_MSG_ID: row.message_id}
+                headers = {**_json(row.headers), NATS_MSG_ID: row.message_id}
                 reason = refusal(
                     row.subject, body, headers, max_payload=max_payload, captured=self.captured(row.subject)
                 )

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
 from apps.eventbus.consuming.replay import replay
+from apps.eventbus.consuming.settlement import SETTLED
 from apps.eventbus.registry import registry
 
 
@@ -46,5 +47,5 @@ class Command(BaseCommand):
             close_old_connections()
         total = sum(outcomes.values())
         self.stdout.write(f"replayed {total} message(s) of {stream} through {consumer}: {dict(outcomes)}")
-        if outcomes.get("retry") or outcomes.get("dead_letter"):
-            raise CommandError(f"{outcomes['retry'] + outcomes['dead_letter']} message(s) failed during the replay")
+        if failed := sum(count for verdict, count in outcomes.items() if verdict not in SETTLED):
+            raise CommandError(f"{failed} message(s) failed during the replay")
