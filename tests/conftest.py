@@ -6,19 +6,24 @@ wheel, on free ports with temporary stores, never from the system's nats-server.
 
 Fault helpers live on the server objects themselves: ``stop()``, ``kill()`` (kill -9),
 ``pause()`` (SIGSTOP), ``resume()`` and ``restart()`` (same ports, same store).
+
+Below them, the people and rows that tests in several folders share (the builders themselves
+are in ``tests/factories.py``).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
 from orders_platform.embedded import NatsCluster, NatsServer, PostgresServer
 from orders_platform.embedded import session as test_session
-from tests.support import start_celery_worker, stop_celery_worker
+from tests.support import make_user, start_celery_worker, stop_celery_worker
 
 
 @pytest.fixture
@@ -83,3 +88,42 @@ def bus(nats_settings, transactional_db):
     bus = Bus(nats_settings)
     bus.setup_streams()
     return bus
+
+
+@pytest.fixture
+def declared(bus):
+    """Every declared stream and consumer durable exists on the test's nats-server, as after
+    ``manage.py nats_setup``; the platform is pointed at it."""
+    from django.core.management import call_command
+
+    call_command("nats_setup", stdout=io.StringIO())
+    return bus
+
+
+# -- people and rows shared by several test folders -------------------------------------------
+
+
+@pytest.fixture
+def operator(db):
+    """Olivia, in the operators group (so staff), with a password to type into a login form."""
+    from apps.operations.roles import OPERATORS
+
+    return make_user("olivia", OPERATORS)
+
+
+@pytest.fixture
+def auditor(db):
+    """Arthur, in the auditors group (so staff): he reads everything and changes nothing."""
+    from apps.operations.roles import AUDITORS
+
+    return make_user("arthur", AUDITORS)
+
+
+@pytest.fixture
+def order(db):
+    """An order placed for two of a product in stock (its outbox rows written, none published)."""
+    from apps.inventory.services import product_ensure
+    from apps.orders.services import order_place
+
+    product_ensure(sku="SKU-COCKPIT", name="Cockpit", price=Decimal("12.50"), stock_on_hand=100)
+    return order_place(customer_id="customer-1", lines=[("SKU-COCKPIT", 2)])

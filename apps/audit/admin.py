@@ -1,8 +1,8 @@
 from django.contrib import admin
 
+from apps.common.admin import LargeTableAdmin, order_link, pretty_json
 from apps.eventbus.contracts import all_contracts
 from apps.eventbus.registry import registry
-from orders_platform.admin_base import LargeTableAdmin, order_link, pretty_json
 
 from .models import AuditEntry
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.db.models import F
 from django.utils.html import format_html
 
-from orders_platform.admin_base import LargeTableAdmin, ReadOnlyAdmin, admin_link, html_table, order_link
+from apps.common.admin import LargeTableAdmin, ReadOnlyAdmin, admin_link, html_table, order_link
 
 from .models import Product, Reservation, StockDecision
 from .selectors import reservations_for_order

@@ -1,4 +1,5 @@
-"""Bulk reprocessing of dead letters: start, run (from a Celery task), cancel."""
+"""Bulk work on dead letters: a reprocess run (start, run from a Celery task, cancel) and a
+bulk discard (done in the request)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.eventbus.deadletters.services import REPROCESSABLE, DeadLetterStateError, dead_letter_reprocess
+from apps.eventbus.deadletters.services import (
+    REPROCESSABLE,
+    DeadLetterStateError,
+    dead_letter_discard,
+    dead_letter_reprocess,
+)
 from apps.eventbus.events import actor_fields
 from apps.eventbus.models import DeadLetter
 from apps.eventbus.producing.outbox import outbox_write
@@ -24,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 RUN_LOCK = 7_411_002  # pg_advisory_lock(RUN_LOCK, run id): one worker per run
 CANCEL_CHECK_EVERY = 1.0  # seconds
+MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
 
 
 class BulkReprocessConflict(Exception):
@@ -32,6 +39,10 @@ class BulkReprocessConflict(Exception):
 
 class BulkReprocessError(ValueError):
     """Nothing to reprocess, or a rate out of bounds."""
+
+
+class BulkDiscardError(ValueError):
+    """More open dead letters than one request discards (``MAX_BULK_DISCARD``)."""
 
 
 def bulk_reprocess_start(
@@ -189,3 +200,22 @@ def bulk_reprocess_resume_all() -> list[int]:
     ids = list(BulkReprocess.objects.filter(status__in=BulkReprocess.ACTIVE).values_list("pk", flat=True))
     _enqueue(ids)
     return ids
+
+
+def bulk_discard(*, dead_letters: QuerySet[DeadLetter], actor, reason: str) -> int:
+    """Discard the open dead letters of ``dead_letters`` (resolved and discarded ones are not),
+    one by one in the order of their ids, each through ``dead_letter_discard`` (its own
+    transaction and audit event); one resolved meanwhile is skipped. Returns how many were
+    discarded. Raises :class:`BulkDiscardError`, discarding none, beyond ``MAX_BULK_DISCARD``."""
+    targets = dead_letters.filter(status__in=REPROCESSABLE)
+    count = targets.count()
+    if count > MAX_BULK_DISCARD:
+        raise BulkDiscardError(f"{count} dead letters: narrow the filter to {MAX_BULK_DISCARD} at most.")
+    discarded = 0
+    for dead_letter in targets.order_by("pk").iterator():
+        try:
+            dead_letter_discard(dead_letter=dead_letter, actor=actor, reason=reason)
+            discarded += 1
+        except DeadLetterStateError:
+            continue  # resolved meanwhile
+    return discarded

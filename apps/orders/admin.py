@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.db.models import Q
 
 from apps.audit.selectors import order_timeline
+from apps.common.admin import LargeTableAdmin, admin_link, html_table, pretty_json
 from apps.inventory.selectors import reservations_for_order, stock_decision_for_order
 from apps.payments.selectors import payment_for_order
-from orders_platform.admin_base import LargeTableAdmin, admin_link, html_table, pretty_json
 
 from .models import Order, OrderLine
 

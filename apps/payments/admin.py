@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from orders_platform.admin_base import LargeTableAdmin, order_link
+from apps.common.admin import LargeTableAdmin, order_link
 
 from .models import Payment
 

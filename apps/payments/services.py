@@ -29,9 +29,9 @@ from decimal import Decimal
 from django.db import connection
 from django.utils import timezone
 
+from apps.common import failpoints
 from apps.eventbus.errors import PermanentError, RetryableError
 from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
-from orders_platform import failpoints
 
 from . import gateway
 from .events import PaymentCompleted, PaymentFailed, PaymentRefunded

@@ -1,9 +1,14 @@
-"""Assertions shared by the API tests."""
+"""Clients and assertions shared by the API tests (and the other tests that call the API)."""
 
 from __future__ import annotations
 
+from django.db import transaction
+from rest_framework.test import APIClient
+
 from apps.api.models import IdempotencyKey
-from apps.eventbus.models import OutboxEvent
+from apps.api.services import auth_token_issue
+from apps.eventbus.deadletters.services import dead_letter_mark_resolved
+from apps.eventbus.models import DeadLetter, OutboxEvent
 from apps.orders.models import Order, OrderLine
 
 
@@ -28,3 +33,18 @@ def assert_error(response, status: int, code: str) -> dict:
 def written() -> tuple[int, int, int, int]:
     """What a request may write: orders, their lines, outbox events, idempotency records."""
     return Order.objects.count(), OrderLine.objects.count(), OutboxEvent.objects.count(), IdempotencyKey.objects.count()
+
+
+def client_for(user=None) -> APIClient:
+    """A client that sends the user's token (anonymous without a user)."""
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {auth_token_issue(user=user).key}")
+    return client
+
+
+def resolve(dead_letter: DeadLetter) -> DeadLetter:
+    with transaction.atomic():
+        dead_letter_mark_resolved(dead_letter_id=dead_letter.pk, note="handled")
+    dead_letter.refresh_from_db()
+    return dead_letter

@@ -8,8 +8,7 @@ from rest_framework.test import APIClient
 
 from tests.support import make_user
 
-from .conftest import client_for
-from .support import assert_error
+from .support import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -3,32 +3,23 @@ and resume on the server (recorded in the audit log), who may do it, and NATS be
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 from datetime import timedelta
 
-import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from apps.eventbus.models import OutboxEvent
+from tests.factories import make_dead_letter
 from tests.testapp.events import SomethingHappened
 
-from .conftest import client_for, record_dead_letter
-from .support import assert_error
-
-
-@pytest.fixture
-def declared(bus):
-    call_command("nats_setup", stdout=io.StringIO())
-    return bus
+from .support import assert_error, client_for
 
 
 def test_operators_and_auditors_read_the_live_figures(operator, auditor, declared):
     for value in range(4):
         declared.publish_event(SomethingHappened(value=value))
-    record_dead_letter(1, consumer="testing")
+    make_dead_letter(consumer="testing")
 
     for user in (operator, auditor):
         response = client_for(user).get("/api/consumers/")
@@ -58,7 +49,7 @@ def test_an_operator_pauses_until_a_time_then_resumes(operator, declared):
     info = declared.consumer_info("TESTING", "testing")
     assert info.paused is True
     event = json.loads(OutboxEvent.objects.get(subject="operator.consumer_paused.v1").body)
-    assert event["actor"] == "olga" and event["until"].startswith(until.strftime("%Y-%m-%dT%H:%M"))
+    assert event["actor"] == "olivia" and event["until"].startswith(until.strftime("%Y-%m-%dT%H:%M"))
 
     resumed = api.post("/api/consumers/testing/resume/")
 

@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from apps.eventbus.models import DeadLetter, OutboxEvent
+from tests.factories import make_dead_letter
 
-from .conftest import client_for, record_dead_letter, resolve
-from .support import assert_error
+from .support import assert_error, client_for, resolve
 
 pytestmark = pytest.mark.django_db
+
+
+def order_dead_letter(sequence: int, *, consumer: str, correlation_id: str, **fields):
+    """An ORDERS message that failed its contract: a body of only the order id, the dead letter's
+    own Nats-Msg-Id, message id ``m-<sequence>``."""
+    fields = {
+        "subject": "orders.created.v1",
+        "error_type": "ContractError",
+        "error": "total_amount: field required",
+        "traceback": "",
+        **fields,
+    }
+    return make_dead_letter(
+        sequence,
+        consumer=consumer,
+        correlation_id=correlation_id,
+        data=json.dumps({"order_id": correlation_id}),
+        stream="ORDERS",
+        message_id=f"m-{sequence}",
+        headers={"Nats-Msg-Id": f"dlq:{consumer}:ORDERS:{sequence}"},
+        **fields,
+    )
 
 
 @pytest.fixture
 def dead_letters():
     now = timezone.now()
     return [
-        record_dead_letter(1, consumer="payments", correlation_id="order-a", failed_at=now - timedelta(hours=3)),
-        record_dead_letter(2, consumer="inventory", correlation_id="order-b", failed_at=now - timedelta(hours=2)),
-        record_dead_letter(
+        order_dead_letter(1, consumer="payments", correlation_id="order-a", failed_at=now - timedelta(hours=3)),
+        order_dead_letter(2, consumer="inventory", correlation_id="order-b", failed_at=now - timedelta(hours=2)),
+        order_dead_letter(
             3,
             consumer="inventory",
             subject="orders.cancelled.v1",
@@ -93,13 +116,13 @@ def test_an_operator_reprocesses_a_dead_letter_to_its_consumer(operator, dead_le
     assert response.json()["status"] == "reprocessing"
     assert [(e["kind"], e["actor"]) for e in response.json()["history"]] == [
         ("failed", None),
-        ("reprocess_requested", "olga"),
+        ("reprocess_requested", "olivia"),
     ]
     redelivery = OutboxEvent.objects.get(subject__startswith="redeliver.")
     assert redelivery.subject == "redeliver.ORDERS.payments"
     assert redelivery.body == dead_letter.data
     audit = OutboxEvent.objects.get(subject="operator.dead_letter_reprocess_requested.v1")
-    assert '"actor":"olga"' in audit.body.replace(" ", ""), "the audit log learns who did it"
+    assert '"actor":"olivia"' in audit.body.replace(" ", ""), "the audit log learns who did it"
 
 
 @pytest.mark.parametrize("state", ["resolved", "discarded"])
@@ -131,7 +154,7 @@ def test_discarding_needs_a_reason_and_is_recorded(operator, dead_letters):
     assert response.status_code == 200
     assert response.json()["status"] == "discarded"
     assert response.json()["history"][-1] == {
-        "kind": "discarded", "actor": "olga", "note": "a test message", "at": response.json()["history"][-1]["at"],
+        "kind": "discarded", "actor": "olivia", "note": "a test message", "at": response.json()["history"][-1]["at"],
     }  # fmt: skip
 
 

@@ -18,8 +18,7 @@ from apps.eventbus.models import OutboxEvent
 from apps.orders.models import Order
 from orders_platform import celery_app
 
-from .conftest import client_for
-from .support import assert_error, written
+from .support import assert_error, client_for, written
 
 ORDER = {"lines": [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}], "currency": "EUR"}
 

@@ -7,8 +7,8 @@ from rest_framework.test import APIClient
 
 from tests.support import make_user
 
-from .conftest import GENEROUS, client_for
-from .support import assert_error, written
+from .conftest import GENEROUS
+from .support import assert_error, client_for, written
 
 pytestmark = pytest.mark.django_db
 

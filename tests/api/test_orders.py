@@ -14,7 +14,7 @@ from apps.inventory.services import stock_reserve
 from apps.orders.models import Order
 from apps.orders.services import order_place
 
-from .conftest import client_for
+from .support import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -36,8 +36,7 @@ from apps.api.services import auth_token_issue
 from apps.inventory.catalogue import DEMO_PRODUCTS
 from apps.inventory.services import product_ensure
 from apps.orders.services import order_place
-
-from .conftest import record_dead_letter
+from tests.factories import make_dead_letter
 
 EXAMPLES_PER_OPERATION = 15
 CHECKS = [
@@ -71,7 +70,7 @@ def seeded(bus) -> tuple[str, dict[str, str]]:
         product_ensure(sku=sku, name=name, price=price, stock_on_hand=stock)
     user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
     order = order_place(customer_id=str(user.pk), lines=[("KB-001", 1)])
-    dead_letter, _ = record_dead_letter(1), record_dead_letter(2)
+    dead_letter, _ = make_dead_letter(), make_dead_letter()
     known = {"order_id": str(order.id), "sku": "KB-001", "dead_letter_id": str(dead_letter.id), "name": "testing"}
     return auth_token_issue(user=user).key, known
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import Page, expect, sync_playwright
 
-from apps.operations.roles import OPERATORS
-from tests.support import ROOT, make_user, password_of
+from tests.support import ROOT, password_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -103,20 +100,8 @@ def server_side() -> Iterator[None]:
 
 
 # -- the app, its users and the browser -------------------------------------------------------
-
-
-@pytest.fixture
-def declared(bus):
-    """Every stream and every consumer durable exists on the test's nats-server, as after
-    ``manage.py nats_setup``; the platform (and so the live server) is pointed at it."""
-    call_command("nats_setup", stdout=io.StringIO())
-    return bus
-
-
-@pytest.fixture
-def operator(transactional_db):
-    """Olivia, in the operators group, with a password to type into the login form."""
-    return make_user("olivia", OPERATORS)
+# ``declared`` (streams and consumers on the test's nats-server) and ``operator`` (Olivia, with a
+# password to type into the login form) come from the root conftest.
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

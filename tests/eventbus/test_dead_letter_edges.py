@@ -10,7 +10,6 @@ import json
 import pytest
 from django.db import DataError
 from django.urls import reverse
-from django.utils import timezone
 
 from apps.eventbus import bounds, wire
 from apps.eventbus import headers as h
@@ -20,16 +19,15 @@ from apps.eventbus.deadletters.services import (
     DeadLetterStateError,
     DeadLetterUnpublishable,
     dead_letter_edit_and_reprocess,
-    dead_letter_record,
     dead_letter_reprocess,
 )
 from apps.eventbus.models import DeadLetter, DeadLetterBody, DeadLetterEvent, OutboxEvent
 from apps.operations.models import BulkReprocess
 from apps.operations.roles import OPERATORS
 from apps.operations.services import bulk_reprocess_run, bulk_reprocess_start
-from tests.api.conftest import client_for
-from tests.api.support import assert_error
+from tests.api.support import assert_error, client_for
 from tests.bus import wait_for
+from tests.factories import make_dead_letter
 from tests.support import make_user
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect
@@ -45,19 +43,9 @@ def invalid_body(size: int, message_id: str = "big-1") -> bytes:
 
 
 def record(consumer="testing", stream="TESTING", sequence=1, data: str | bytes = "{}", headers=None, **kw):
-    fields = {
-        "subject": "testing.happened.v1",
-        "message_id": f"m-{sequence}",
-        "correlation_id": "",
-        "error_type": "ContractError",
-        "error": "invalid",
-        "attempts": 1,
-        "failed_at": timezone.now(),
-        **kw,
-    }
-    return dead_letter_record(
-        consumer=consumer, stream=stream, stream_sequence=sequence, data=data, headers=headers or {}, **fields
-    )
+    """``make_dead_letter`` with this module's defaults: a poison message, no headers, no traceback."""
+    fields = {"message_id": f"m-{sequence}", "error_type": "ContractError", "error": "invalid", "traceback": None, **kw}
+    return make_dead_letter(sequence, consumer=consumer, stream=stream, data=data, headers=headers or {}, **fields)
 
 
 # -- size: nothing re-published exceeds max_payload; a body that cannot travel is kept whole ---------

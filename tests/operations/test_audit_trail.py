@@ -14,8 +14,7 @@ from apps.audit.selectors import order_timeline
 from apps.eventbus.deadletters.services import dead_letter_discard, dead_letter_reprocess
 from apps.eventbus.jetstream.control import consumer_pause, consumer_resume
 from tests.bus import wait_for
-
-from .conftest import make_dead_letter
+from tests.factories import make_dead_letter
 
 
 @pytest.mark.django_db(transaction=True)

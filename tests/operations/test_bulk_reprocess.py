@@ -21,9 +21,8 @@ from apps.operations.services import (
     bulk_reprocess_start,
 )
 from orders_platform.embedded.procs import wait_until
+from tests.factories import make_dead_letter
 from tests.support import start_celery_worker, stop_celery_worker
-
-from .conftest import make_dead_letter
 
 
 class FakeClock:

@@ -11,9 +11,8 @@ from django.urls import reverse
 from apps.eventbus.deadletters.services import dead_letter_mark_resolved
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, OutboxEvent
 from apps.operations.models import BulkReprocess
+from tests.factories import make_dead_letter
 from tests.support import make_user
-
-from .conftest import make_dead_letter
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +36,11 @@ def operator_events(subject_suffix: str) -> list[dict]:
 
 def messages_of(response) -> list[str]:
     return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+@pytest.fixture
+def dead_letter(db):
+    return make_dead_letter()
 
 
 # -- the list -------------------------------------------------------------------------------

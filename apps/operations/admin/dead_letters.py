@@ -1,5 +1,7 @@
-"""The operator's cockpit in the Django admin: dead letters, bulk reprocess runs, consumers and
-streams. Read-only model admins; every change goes through a service
+"""Dead letters in the cockpit: the list (filters, exact search, a one-click reprocess per row),
+a page per dead letter (failure, original message, history, the order's timeline), reprocess,
+edit-and-reprocess, discard and the body as a download, and two bulk actions (a reprocess run,
+a discard). Read-only model admin; every change goes through a service
 (``apps.eventbus.deadletters.services``, ``apps.operations.services``), which also records it in the
 audit log."""
 
@@ -7,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
@@ -17,10 +18,11 @@ from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from apps.audit.selectors import order_timeline
+from apps.common.admin import LargeTableAdmin, html_table, order_link
 from apps.eventbus.deadletters.services import (
     REPROCESSABLE,
     DeadLetterEditError,
@@ -31,87 +33,17 @@ from apps.eventbus.deadletters.services import (
     dead_letter_reprocess,
     reprocess_refusal,
 )
-from apps.eventbus.jetstream.control import consumer_pause, consumer_resume
-from apps.eventbus.jetstream.monitoring import NatsUnreachable
 from apps.eventbus.models import DeadLetter
 from apps.orders.selectors import order_exists
-from orders_platform.admin_base import (
-    LargeTableAdmin,
-    ReadOnlyAdmin,
-    html_table,
-    indented_json,
-    order_link,
-    pretty_json,
-)
 
-from .models import BulkReprocess, Consumer
-from .selectors import health
-from .services import BulkReprocessConflict, BulkReprocessError, bulk_reprocess_cancel, bulk_reprocess_start
+from ..models import BulkReprocess
+from ..services import BulkDiscardError, BulkReprocessConflict, BulkReprocessError, bulk_discard, bulk_reprocess_start
+from .forms import BulkReprocessForm, DiscardForm, EditForm
+from .widgets import STATUS_COLOURS, as_text, badge, shown
 
-MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
 PAYLOAD_PREVIEW = 64 * 1024  # characters of a payload shown on its page; the whole one is a download
 # Large columns the list does not show: not read for a changelist page.
 LIST_DEFERRED = ("data", "raw_data", "edited_data", "headers", "traceback")
-STATUS_COLOURS = {
-    DeadLetter.Status.PENDING: "#ba2121",
-    DeadLetter.Status.REPROCESSING: "#b36b00",
-    DeadLetter.Status.RESOLVED: "#2e7d32",
-    DeadLetter.Status.FAILED_AGAIN: "#8e0000",
-    DeadLetter.Status.DISCARDED: "#666",
-}
-
-
-def as_text(value) -> str:
-    """Indented JSON when ``value`` is JSON, else the text as it is (for forms and diffs); JSON
-    nested too deep to indent stays as it is too."""
-    try:
-        return indented_json(value) or value
-    except RecursionError:
-        return value
-
-
-def shown(value):
-    """``pretty_json``, but never a 500 for a payload from outside: JSON nested too deep to
-    indent is shown as the text it is."""
-    try:
-        return pretty_json(value)
-    except RecursionError:
-        return format_html('<pre class="raw">{}</pre>', value)
-
-
-def badge(label: str, colour: str):
-    return format_html(
-        '<span class="cockpit-badge" style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
-        'white-space:nowrap">{}</span>',
-        colour,
-        label,
-    )
-
-
-class DiscardForm(forms.Form):
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        max_length=2000,
-        help_text="Required: why this message will not be processed. Kept in its history and the audit log.",
-    )
-
-
-class BulkReprocessForm(forms.Form):
-    def __init__(self, *args, max_rate: float, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["rate"] = forms.FloatField(
-            min_value=0.1, max_value=max_rate, help_text="Dead letters per second, at most."
-        )
-
-
-class EditForm(forms.Form):
-    """The payload only; the service checks it against the event's contract."""
-
-    data = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}),
-        label="Payload",
-        help_text="The message body to deliver instead of the original (JSON). It must satisfy the event's contract.",
-    )
 
 
 @admin.register(DeadLetter)
@@ -448,20 +380,11 @@ class DeadLetterAdmin(LargeTableAdmin):
     def discard_selected(self, request, queryset: QuerySet[DeadLetter]):
         form = DiscardForm(request.POST if "confirm" in request.POST else None)
         if "confirm" in request.POST and form.is_valid():
-            targets = queryset.filter(status__in=REPROCESSABLE)  # still open: resolved and discarded are not
-            count = targets.count()
-            if count > MAX_BULK_DISCARD:
-                self.message_user(
-                    request, f"{count} dead letters: narrow the filter to {MAX_BULK_DISCARD} at most.", messages.ERROR
-                )
+            try:
+                discarded = bulk_discard(dead_letters=queryset, actor=request.user, reason=form.cleaned_data["reason"])
+            except BulkDiscardError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
                 return None
-            discarded = 0
-            for dead_letter in targets.order_by("pk").iterator():
-                try:
-                    dead_letter_discard(dead_letter=dead_letter, actor=request.user, reason=form.cleaned_data["reason"])
-                    discarded += 1
-                except DeadLetterStateError:
-                    continue  # resolved meanwhile
             self.message_user(request, f"{discarded} dead letter(s) discarded.", messages.SUCCESS)
             return None
         return self._confirm(request, queryset, "discard", form)
@@ -499,142 +422,3 @@ def _describe_selection(request) -> str:
         query = request.GET.urlencode()
         return f"all matching the filter {query}" if query else "all dead letters"
     return f"{len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))} selected on the list"
-
-
-@admin.register(BulkReprocess)
-class BulkReprocessAdmin(ReadOnlyAdmin):
-    list_display = ["id", "consumer", "status", "progress_bar", "reprocessed", "skipped", "total", "rate",
-                    "created_by", "created_at", "finished_at"]  # fmt: skip
-    list_filter = ["status", "consumer"]
-    readonly_fields = ["consumer", "status", "progress_bar", "total", "reprocessed", "skipped", "rate", "description",
-                       "created_by", "created_at", "started_at", "finished_at", "cancelled_by",
-                       "items_table"]  # fmt: skip
-    fields = readonly_fields
-
-    @admin.display(description="progress")
-    def progress_bar(self, run: BulkReprocess):
-        percent = round(100 * run.progress)
-        return format_html(
-            '<progress class="cockpit-progress" max="{}" value="{}"></progress> {} of {} ({}%)',
-            run.total,
-            run.done,
-            run.done,
-            run.total,
-            percent,
-        )
-
-    @admin.display(description="items (the last 50 done)")
-    def items_table(self, run: BulkReprocess):
-        items = run.items.filter(done_at__isnull=False).order_by("-done_at")[:50]
-        rows = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
-            (
-                (reverse("admin:eventbus_deadletter_change", args=[i.dead_letter_id]), i.dead_letter_id,
-                 i.done_at.strftime("%H:%M:%S"), i.outcome)
-                for i in items
-            ),
-        )  # fmt: skip
-        return format_html("<table><tr><th>dead letter</th><th>done</th><th>outcome</th></tr>{}</table>", rows)
-
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/cancel/",
-                self.admin_site.admin_view(require_POST(self.cancel_view)),
-                name="operations_bulkreprocess_cancel",
-            ),
-            *super().get_urls(),
-        ]
-
-    def changelist_view(self, request, extra_context=None):
-        active = BulkReprocess.objects.filter(status__in=BulkReprocess.ACTIVE).exists()
-        return super().changelist_view(request, {"refresh": active, **(extra_context or {})})
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = self.get_object(request, object_id)
-        active = run is not None and run.status in BulkReprocess.ACTIVE
-        extra = {
-            "refresh": active,
-            "can_cancel": active and request.user.has_perm("eventbus.reprocess_deadletter"),
-            **(extra_context or {}),
-        }
-        return super().change_view(request, object_id, form_url, extra)
-
-    def cancel_view(self, request, pk: int):
-        if not request.user.has_perm("eventbus.reprocess_deadletter"):
-            raise PermissionDenied
-        run = get_object_or_404(BulkReprocess, pk=pk)
-        if bulk_reprocess_cancel(run=run, actor=request.user):
-            self.message_user(request, f"Bulk reprocess #{pk} cancelled after the item in hand.", messages.SUCCESS)
-        else:
-            self.message_user(request, f"Bulk reprocess #{pk} had already finished.", messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:operations_bulkreprocess_change", args=[pk]))
-
-
-@admin.register(Consumer)
-class ConsumerHealthAdmin(ReadOnlyAdmin):
-    """Not a model list: the live state of every stream and consumer, refreshed in place."""
-
-    REFRESH_SECONDS = 3
-
-    def has_pause_permission(self, request) -> bool:
-        return request.user.has_perm("operations.pause_consumer")
-
-    def get_urls(self):
-        def wrap(view):
-            return self.admin_site.admin_view(view)
-
-        return [
-            path("", wrap(self.health_view), name="operations_consumer_changelist"),
-            path("live/", wrap(self.fragment_view), name="operations_consumer_live"),
-            path("<str:name>/pause/", wrap(require_POST(self.pause_view)), name="operations_consumer_pause"),
-            path("<str:name>/resume/", wrap(require_POST(self.resume_view)), name="operations_consumer_resume"),
-        ]
-
-    def _context(self, request) -> dict:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        now = health()
-        changelist = reverse("admin:eventbus_deadletter_changelist")
-        return {
-            "health": now,
-            "consumers": [(c, f"{changelist}?consumer__exact={c.name}") for c in now.consumers],
-            "can_pause": self.has_pause_permission(request),
-        }
-
-    def health_view(self, request):
-        return TemplateResponse(
-            request,
-            "admin/operations/consumer/health.html",
-            {
-                **self.admin_site.each_context(request),
-                **self._context(request),
-                "opts": self.model._meta,
-                "title": "Consumers and streams",
-                "refresh_seconds": self.REFRESH_SECONDS,
-                "live_url": reverse("admin:operations_consumer_live"),
-            },
-        )
-
-    def fragment_view(self, request):
-        return TemplateResponse(request, "admin/operations/consumer/_live.html", self._context(request))
-
-    def _act(self, request, name: str, act, done: str):
-        if not self.has_pause_permission(request):
-            raise PermissionDenied
-        try:
-            act(name=name, actor=request.user)
-        except KeyError as exc:
-            self.message_user(request, str(exc.args[0]), messages.ERROR)
-        except NatsUnreachable as exc:
-            self.message_user(request, f"NATS is unreachable, nothing changed: {exc}", messages.ERROR)
-        else:
-            self.message_user(request, f"Consumer {name} {done}.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:operations_consumer_changelist"))
-
-    def pause_view(self, request, name: str):
-        return self._act(request, name, consumer_pause, "paused until resumed (server-side: no deliveries)")
-
-    def resume_view(self, request, name: str):
-        return self._act(request, name, consumer_resume, "resumed")

@@ -23,17 +23,17 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_append
-from apps.eventbus.admin import format_age
+from apps.common.admin import CappedCountPaginator
 from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.registry import registry
 from apps.inventory.models import Product, Reservation, StockDecision
 from apps.inventory.services import product_ensure, stock_reserve
+from apps.operations.admin.outbox import format_age
 from apps.orders.models import Order
 from apps.orders.services import order_place
 from apps.payments.models import Payment
 from apps.payments.services import payment_capture
-from orders_platform.admin_base import CappedCountPaginator
 from tests.gateway import Gateway
 
 pytestmark = pytest.mark.django_db

@@ -1,3 +1,7 @@
+"""Admin helpers every app's admin uses: read-only and large-table model admins, a paginator whose
+count stops at a cap, links to a row's (or an order's) admin page, small HTML tables and JSON
+shown indented."""
+
 import json
 import uuid
 from collections.abc import Iterable

@@ -1,16 +1,17 @@
-"""The outbox and the consumers' ledger, read-only. Dead letters have their own admin (apps.operations).
+"""The event backbone's own tables, read-only: the outbox (its backlog on top of the list), the
+consumers' ledger, and the events the relay set aside (requeue or discard, audited). Dead letters
+have their own admin (``dead_letters.py``).
 
-Both tables grow to millions of rows: filters offer values known in code (a DISTINCT over the
-table would scan it), searches are exact, orderings follow an index, the count stops at a cap
-and neither the full count nor filter counts are computed."""
+The outbox and the ledger grow to millions of rows: filters offer values known in code (a
+DISTINCT over the table would scan it), searches are exact, orderings follow an index, the count
+stops at a cap and neither the full count nor filter counts are computed."""
 
 from datetime import timedelta
 
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ActionForm
 from django.utils import timezone
 
+from apps.common.admin import LargeTableAdmin, ReadOnlyAdmin, order_link, pretty_json
 from apps.eventbus.contracts import all_contracts
 from apps.eventbus.models import OutboxDeadLetter, OutboxEvent, ProcessedMessage
 from apps.eventbus.producing.outbox import (
@@ -19,7 +20,8 @@ from apps.eventbus.producing.outbox import (
     outbox_dead_letter_requeue,
 )
 from apps.eventbus.registry import REDELIVER_PREFIX, registry
-from orders_platform.admin_base import LargeTableAdmin, ReadOnlyAdmin, order_link, pretty_json
+
+from .forms import SetAsideActionForm
 
 BACKLOG_COUNT_LIMIT = 100_000  # an outage's backlog is counted up to here, so the page stays fast
 
@@ -69,7 +71,7 @@ class SentFilter(admin.SimpleListFilter):
 
 
 class SubjectFilter(admin.SimpleListFilter):
-    """The subjects with a registered contract, and the reprocessing lanes (redeliver.>)."""
+    """The subjects with a registered contract, and the redelivery subjects (redeliver.>)."""
 
     title = "subject"
     parameter_name = "subject"
@@ -142,10 +144,6 @@ class ProcessedMessageAdmin(LargeTableAdmin):
     ordering = ["-processed_at"]  # ledger_processed_at_idx
     fields = ["id", "consumer", "message_id", "subject", "processed_at"]
     readonly_fields = fields
-
-
-class SetAsideActionForm(ActionForm):
-    reason = forms.CharField(required=False, max_length=500, help_text="Why (required to discard)")
 
 
 @admin.register(OutboxDeadLetter)

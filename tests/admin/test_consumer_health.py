@@ -3,14 +3,11 @@ resume (recorded in the audit log), who may use them, and a page that survives N
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import time
 from dataclasses import replace
 
-import pytest
-from django.core.management import call_command
 from django.urls import reverse
 
 from apps.eventbus.jetstream.control import consumer_pause
@@ -18,9 +15,8 @@ from apps.eventbus.jetstream.provisioning import ensure_consumer
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.registry import registry
 from tests.bus import wait_for
+from tests.factories import make_dead_letter
 from tests.testapp.events import SomethingHappened
-
-from .conftest import make_dead_letter
 
 PAGE = reverse("admin:operations_consumer_changelist")
 LIVE = reverse("admin:operations_consumer_live")
@@ -32,13 +28,6 @@ def pause_url(name: str) -> str:
 
 def resume_url(name: str) -> str:
     return reverse("admin:operations_consumer_resume", args=[name])
-
-
-@pytest.fixture
-def declared(bus):
-    """Every declared stream and consumer exists on the server, as after ``nats_setup``."""
-    call_command("nats_setup", stdout=io.StringIO())
-    return bus
 
 
 def test_the_admin_index_links_to_the_page(client, operator, db):
