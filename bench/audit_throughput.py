@@ -79,9 +79,9 @@ class AuditBench:
         self.AuditEntry, self.ProcessedMessage = AuditEntry, ProcessedMessage
         self.spec = registry.consumer(CONSUMER)
         self.batch = args.batch or self.spec.setting("BATCH_SIZE")
-        self.lanes = registry.streams_of(self.spec)  # stream -> filter subjects (with the redelivery lane)
-        if set(self.lanes) != set(AUDIT_STREAMS):
-            raise benchlib.BenchError(f"the audit consumer reads {sorted(self.lanes)}, expected {AUDIT_STREAMS}")
+        self.filters = registry.streams_of(self.spec)  # stream -> filter subjects (with the redelivery subject)
+        if set(self.filters) != set(AUDIT_STREAMS):
+            raise benchlib.BenchError(f"the audit consumer reads {sorted(self.filters)}, expected {AUDIT_STREAMS}")
         self.messages = []
         for index in range(args.events):
             message_id, body = minimal_order_created(index)

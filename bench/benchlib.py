@@ -279,8 +279,8 @@ async def time_runner_drain(
     from apps.eventbus.registry import registry
 
     # Consumers exist before their runners in production (nats_setup): created untimed.
-    for lane, subjects in registry.streams_of(spec).items():
-        await ensure_consumer(js, spec, lane, subjects)
+    for stream, subjects in registry.streams_of(spec).items():
+        await ensure_consumer(js, spec, stream, subjects)
     stop = asyncio.Event()
     runner = ConsumerRunner(spec, batch_size=batch)
     started = time.perf_counter()

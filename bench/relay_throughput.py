@@ -35,7 +35,10 @@ def parse_args() -> argparse.Namespace:
         "--batch", type=int, default=1000, help="the relay's batch size (default 1000, as the platform)"
     )
     parser.add_argument(
-        "--lanes", type=int, default=2, help="the relay's lanes: rounds in flight at once (default 2, as the platform)"
+        "--workers",
+        type=int,
+        default=2,
+        help="the relay's workers: rounds in flight at once (default 2, as the platform)",
     )
     parser.add_argument(
         "--window", type=int, default=benchlib.PUBLISH_WINDOW, help="raw baseline: publishes in flight (default 2000)"
@@ -60,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = set(args.methods) - {"relay", "raw"}
-    if unknown or min(args.events, args.runs, args.batch, args.lanes, args.window, args.per_aggregate) < 1:
+    if unknown or min(args.events, args.runs, args.batch, args.workers, args.window, args.per_aggregate) < 1:
         parser.error(f"bad arguments{f': unknown methods {sorted(unknown)}' if unknown else ''}")
     return args
 
@@ -138,7 +141,8 @@ class RelayBench:
         described = {
             "relay": Method(
                 "relay",
-                f"eventbus Relay, batch {args.batch}, {args.lanes} lanes: claim, publish pipelined, mark sent, commit",
+                f"eventbus Relay, batch {args.batch}, {args.workers} workers: "
+                "claim, publish pipelined, mark sent, commit",
                 args.events,
             ),
             "raw": Method(
@@ -181,7 +185,7 @@ class RelayBench:
             js = nc.jetstream()
             await self.fresh_streams(js)
             stop = asyncio.Event()
-            relay = Relay(batch_size=self.args.batch, poll_interval=0.2, lanes=self.args.lanes)
+            relay = Relay(batch_size=self.args.batch, poll_interval=0.2, workers=self.args.workers)
             task = asyncio.create_task(relay.run(stop))
             try:
                 await benchlib.wait_for_row_count(
@@ -245,7 +249,7 @@ def main() -> int:
         params = {
             "Events": f"{args.events:,} per run, {aggregates:,} aggregate(s) of up to {args.per_aggregate} event(s)",
             "Runs": f"{args.runs} of each method, interleaved; median reported",
-            "Batch": f"{args.batch} (relay, {args.lanes} lanes); raw window {args.window}",
+            "Batch": f"{args.batch} (relay, {args.workers} workers); raw window {args.window}",
             "Preparation": f"{args.prepare}, one transaction committed while the relay waits (untimed)",
             "Timing": f"perf_counter; relay: from that commit to the first unsent-count poll at 0 (every {args.poll}s)",
         }

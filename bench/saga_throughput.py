@@ -12,7 +12,7 @@ processes, every one with production settings (``orders_platform.settings.produc
             ``bench.web.settings``: production settings plus the baseline endpoint
             ``POST /bench/plain-orders/`` (a plain DRF create of the same rows, no event, no
             ``Idempotency-Key``), so both endpoints are served by the same workers
-  relay     ``manage.py runconsumer outbox``
+  relay     ``manage.py runrelay``
   consumers ``manage.py runconsumer inventory|payments|orders|audit``, ``--replicas`` each
             (replicas share the durable consumer)
 
@@ -212,7 +212,7 @@ class Platform:
         ledger = self.servers.root / "gateway-ledger.jsonl"
         self.spawn("gateway", [*manage, "rungateway", "--port", str(self.gateway_port), "--ledger", str(ledger)])
         self.spawn("web", self.web_command(), {"DJANGO_SETTINGS_MODULE": WEB_SETTINGS})
-        self.spawn("relay", [*manage, "runconsumer", "outbox"])
+        self.spawn("relay", [*manage, "runrelay"])
         for name in CONSUMERS:
             if name != "payments":
                 for _ in range(self.args.replicas[name]):

@@ -22,7 +22,7 @@ def platform_programs(*, host: str, port: int) -> list[Program]:
     celery = [sys.executable, "-m", "celery", "--app", "orders_platform", "--quiet"]
     return [
         web_program(host=host, port=port, **web_options()),
-        Program("relay", [*manage, "runconsumer", "outbox"]),
+        Program("relay", [*manage, "runrelay"]),
         Program("dead-letters", [*manage, "runconsumer", "dead-letters"]),
         Program("inventory", [*manage, "runconsumer", "inventory"]),
         Program("payments", [*manage, "runconsumer", "payments"]),

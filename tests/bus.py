@@ -134,6 +134,14 @@ class Bus:
             yield
 
     def consumer_process(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+        """``manage.py runconsumer NAME`` as a child process (``outbox``: the relay, by its alias)."""
+        return self.process("runconsumer", name, *args, env=env)
+
+    def relay_process(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        """``manage.py runrelay`` as a child process."""
+        return self.process("runrelay", *args, env=env)
+
+    def process(self, *command: str, env: dict | None = None) -> subprocess.Popen:
         env = clean_env(
             DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
             TEST_DATABASE_URL=child_database_url(),
@@ -141,7 +149,7 @@ class Bus:
             **(env or {}),
         )
         return subprocess.Popen(
-            [PYTHON, "manage.py", "runconsumer", name, *args],
+            [PYTHON, "manage.py", *command],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -31,7 +31,7 @@ def truncate(text: str, limit: int | None) -> str:
     """At most ``limit`` characters; a cut one ends with "…"."""
     if limit is None or len(text) <= limit:
         return text
-    return text[: max(limit - 1, 0)] + "…"
+    return text[: limit - 1] + "…" if limit > 0 else ""
 
 
 def clean_text(value, limit: int | None = None, *, single_line: bool = False) -> str:
@@ -103,6 +103,7 @@ def copyable_headers(headers: dict) -> tuple[dict[str, str], list[str]]:
             and len(name_text) <= MAX_COPIED_NAME
             and len(value) <= MAX_COPIED_VALUE
             and not _CONTROL.search(value)
+            and _encodes(value)
             and value.strip() == value
             and len(kept) < MAX_COPIED_HEADERS
             and total + len(name_text) + len(value.encode()) + 4 <= MAX_COPIED_TOTAL
@@ -113,6 +114,15 @@ def copyable_headers(headers: dict) -> tuple[dict[str, str], list[str]]:
         else:
             dropped.append(clean_text(name_text, MAX_COPIED_NAME, single_line=True))
     return kept, dropped
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 once encoded (no lone surrogate), as a header must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def log_value(value: str, limit: int = MAX_LOG_VALUE) -> str:

@@ -15,7 +15,7 @@ from functools import cached_property
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-REDELIVER_PREFIX = "redeliver"  # redeliver.<STREAM>.<consumer>: one consumer's private lane in a stream
+REDELIVER_PREFIX = "redeliver"  # redeliver.<STREAM>.<consumer>: the redelivery subject of one consumer in a stream
 DLQ_STREAM = "DLQ"
 DLQ_PREFIX = "dlq"
 # The server's MAX_DELIVERIES advisories are core NATS messages: kept in a stream, none is
@@ -85,7 +85,7 @@ class StreamSpec:
         return [*self.subjects, *extra]
 
     def captures(self, subject: str) -> bool:
-        """The stream stores messages on ``subject`` (its redelivery lane included)."""
+        """The stream stores messages on ``subject`` (its redelivery subjects included)."""
         return any(subject_matches(pattern, subject) for pattern in self.all_subjects)
 
 
@@ -181,15 +181,15 @@ class Registry:
         raise KeyError(f"no declared stream captures {subject!r}")
 
     def streams_of(self, consumer: ConsumerSpec) -> dict[str, list[str]]:
-        """Stream name -> the consumer's filter subjects in that stream (its private lane included)."""
-        lanes: dict[str, list[str]] = {}
+        """Stream name -> the consumer's filter subjects in that stream (its redelivery subject included)."""
+        filters: dict[str, list[str]] = {}
         for subject in consumer.subjects:
             stream = self.stream_for(subject)
-            lanes.setdefault(stream.name, []).append(subject)
-        for stream_name, subjects in lanes.items():
+            filters.setdefault(stream.name, []).append(subject)
+        for stream_name, subjects in filters.items():
             if self.streams[stream_name].redelivery:
                 subjects.append(consumer.redeliver_subject(stream_name))
-        return lanes
+        return filters
 
     @contextlib.contextmanager
     def override(self) -> Iterator[Registry]:

@@ -15,8 +15,9 @@ _VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # would break the li
 
 
 def header_size(headers: dict[str, str] | None) -> int:
-    """The header block as nats-py writes it (empty names skipped, values stripped), in bytes."""
-    if not headers:
+    """The header block as nats-py writes it (empty names skipped, values stripped), in bytes:
+    an empty dict is still a block (the status line), only ``None`` is none."""
+    if headers is None:
         return 0
     size = len(NATS_HEADER_LINE) + 2  # the status line and the blank line that ends the block
     for name, value in headers.items():
@@ -38,6 +39,10 @@ def header_problem(headers: dict[str, str]) -> str | None:
             return f"header name {str(name)[:80]!r} is not a valid token"
         if not isinstance(value, str) or _VALUE_FORBIDDEN.search(value):
             return f"header {name[:80]!r} holds a control character or is not text"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"header {name[:80]!r} is not valid UTF-8 (a lone surrogate)"
     return None
 
 

@@ -63,7 +63,7 @@ def test_a_relay_crash_after_publishing_and_before_marking_sent_publishes_no_dup
     monkeypatch.setattr(Relay, "_mark_sent", crash_once)
     with bus.relay():
         wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists())
-    assert crashes and crashes[0] > 0, "a relay crashed after publishing (two lanes may split the 50 rows)"
+    assert crashes and crashes[0] > 0, "a relay crashed after publishing (two relay workers may split the 50 rows)"
     assert bus.stream_messages("TESTING") == 50, "the second publish of each event was dropped as a duplicate"
     with bus.consumer("testing"):
         wait_for(lambda: Effect.objects.count() == 50)

@@ -34,7 +34,7 @@ def test_a_redelivered_message_does_not_run_its_handler_again(bus):
     event = SomethingHappened(value=1)
     bus.publish_event(event, msg_id="first-copy")
     bus.publish_event(event, msg_id="second-copy")  # the same event, past the broker's dedup
-    # and once more through the consumer's reprocessing lane, as an operator's redelivery
+    # and once more through the consumer's redelivery subject, as an operator's redelivery
     bus.publish(
         "redeliver.TESTING.testing",
         event.to_json(),

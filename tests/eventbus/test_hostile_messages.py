@@ -4,7 +4,7 @@ One long-lived platform, as real child processes (``manage.py runconsumer`` for 
 every platform consumer: dead-letters, inventory, payments, orders, audit; the gateway
 simulator for the final order), receives hostile messages that hypothesis generates, published
 straight to JetStream on every subject a platform consumer listens on (from the registry:
-each consumer's filter subjects, its private ``redeliver.*`` lane included, wildcards
+each consumer's filter subjects, its ``redeliver.*`` redelivery subject included, wildcards
 instantiated with every contract subject they match and with a generated token) and on
 ``dlq.*``. Then:
 
@@ -541,7 +541,7 @@ TOKEN = st.one_of(
 
 
 def target_subjects() -> list[st.SearchStrategy[str]]:
-    """Every subject a platform consumer listens on: its filter subjects (its redeliver lane
+    """Every subject a platform consumer listens on: its filter subjects (its redelivery subject
     included), each wildcard instantiated with every contract subject it matches and with a
     drawn token; ``dlq.<consumer>`` for each consumer and a drawn ``dlq.<token>``."""
     concrete: set[str] = set()

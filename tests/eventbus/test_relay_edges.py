@@ -48,7 +48,7 @@ def test_the_relay_recovers_from_a_nats_outage_with_a_backlog_and_stops_on_sigte
     """Issue 11, reproduction 1: 1,000 rows written while NATS is down. The relay claims nothing
     while it is disconnected (no session idle in transaction), drains once NATS is back, and
     SIGTERM stops it promptly, during the outage too."""
-    process = bus.consumer_process("outbox")
+    process = bus.relay_process()
     try:
         with transaction.atomic():
             outbox_write(SomethingHappened(value=-1))
@@ -87,7 +87,7 @@ def test_the_relay_recovers_from_a_nats_outage_with_a_backlog_and_stops_on_sigte
         ("testing.happened.v1", '{"note": "x"}', {"Nats-Expected-Last-Sequence": "999999"}, "JetStream refused it"),
     ],
     ids=[
-        "redeliver-lane-of-a-stream-without-one",
+        "redelivery-subject-of-a-stream-without-one",
         "no-stream",
         "over-max-payload",
         "headers-over-64k",
@@ -180,7 +180,7 @@ def test_a_relay_that_keeps_failing_in_a_way_it_was_not_written_for_exits(bus, m
         wait_for(lambda: not worker._thread.is_alive(), timeout=20, message="the relay stayed up")
 
 
-def test_a_streams_redelivery_lane_is_captured_and_a_stream_without_one_captures_none():
+def test_a_streams_redelivery_subject_is_captured_and_a_stream_without_one_captures_none():
     """The one rule the relay and the reprocess check share (``Registry.captures``)."""
     from apps.eventbus.registry import registry
 

@@ -94,6 +94,7 @@ class ConsumerRunner:
             advisories = MaxDeliveriesWatcher(
                 self.spec.name, set(self.filters), self.max_deliver, self.nc, self.js, self.dead_letters
             )
+            await advisories.subscribe()
             logger.info(
                 "consumer %s running on %s (batch %d)", self.spec.name, ", ".join(sorted(self.filters)), self.batch_size
             )

@@ -39,10 +39,10 @@ class MaxDeliveriesWatcher:
         self.client, self.js, self.sender = client, js, sender
 
     async def watch(self, stop) -> None:
-        subscription = await self._subscribe()
+        """Dead-letter what the advisories name until ``stop`` is set (:meth:`subscribe` first)."""
         while not stop.is_set():
             try:
-                advisories = await subscription.fetch(10, timeout=FETCH_WAIT)
+                advisories = await self.subscription.fetch(10, timeout=FETCH_WAIT)
             except (NatsTimeoutError, TimeoutError):
                 continue
             except FETCH_TRANSIENT:
@@ -56,8 +56,8 @@ class MaxDeliveriesWatcher:
                     else:
                         await advisory.nak(delay=5)
 
-    async def _subscribe(self):
-        """A durable (shared by this consumer's replicas) on the advisories of this consumer only."""
+    async def subscribe(self) -> None:
+        """Bind a durable (shared by this consumer's replicas) on the advisories of this consumer only."""
         name = f"{self.consumer}-advisories"
         config = ConsumerConfig(
             name=name,
@@ -67,7 +67,7 @@ class MaxDeliveriesWatcher:
             filter_subject=f"{MAX_DELIVERIES_ADVISORY}.*.{self.consumer}",
         )
         await self.js.add_consumer(ADVISORY_STREAM, config)
-        return await self.js.pull_subscribe_bind(durable=name, stream=ADVISORY_STREAM)
+        self.subscription = await self.js.pull_subscribe_bind(durable=name, stream=ADVISORY_STREAM)
 
     async def on_advisory(self, advisory) -> bool:
         """Dead-letter the message an advisory names. True when done with the advisory."""

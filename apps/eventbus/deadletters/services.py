@@ -270,10 +270,10 @@ def _route_refusal(dead_letter: DeadLetter) -> str | None:
         )
     spec = registry.consumers.get(dead_letter.consumer)
     try:
-        lanes = registry.streams_of(spec) if spec is not None else {}
+        filters = registry.streams_of(spec) if spec is not None else {}
     except KeyError:
-        lanes = {}
-    if subject not in lanes.get(dead_letter.stream, ()):
+        filters = {}
+    if subject not in filters.get(dead_letter.stream, ()):
         return (
             f"no declared consumer named {dead_letter.consumer!r} reads {subject!r}, so nothing would ever handle "
             "the redelivery; discard it instead"

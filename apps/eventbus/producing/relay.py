@@ -1,6 +1,6 @@
 """The outbox relay: ``manage.py runconsumer outbox``.
 
-A round, on a lane (a worker thread with its own database connection):
+A round, on a worker (a thread with its own database connection):
 
 1. **Claim** (a short transaction): lease the oldest unsent rows no other relay holds
    (``FOR UPDATE SKIP LOCKED``, then ``leased_until``), minus the rows whose aggregate has an
@@ -129,7 +129,7 @@ class _Row(NamedTuple):
     headers: dict | str
 
 
-def _json(value: dict | str) -> dict:
+def _json(value: dict | str):
     return _parse_headers(value) if isinstance(value, str) else value
 
 
@@ -215,12 +215,12 @@ def _permanent(exc: BaseException) -> bool:
 
 
 class Relay:
-    def __init__(self, *, batch_size: int, poll_interval: float, lanes: int = 2, reg: Registry = registry) -> None:
+    def __init__(self, *, batch_size: int, poll_interval: float, workers: int = 2, reg: Registry = registry) -> None:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.registry = reg
         self.executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-relay-{lane}") for lane in range(lanes)
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"outbox-relay-{worker}") for worker in range(workers)
         ]
         self.wake = asyncio.Event()
         self._captured: dict[str, bool] = {}  # subject -> a declared stream takes it (the registry is fixed)
@@ -243,9 +243,9 @@ class Relay:
                 await ensure_stream(self.js, spec)
             listener = asyncio.create_task(self._listen(stop))
             backlog = asyncio.create_task(self._watch_backlog(stop))
-            logger.info("outbox relay running (batch %d, %d lane(s))", self.batch_size, len(self.executors))
+            logger.info("outbox relay running (batch %d, %d worker(s))", self.batch_size, len(self.executors))
             try:
-                await asyncio.gather(*(self._lane(executor, stop) for executor in self.executors))
+                await asyncio.gather(*(self._rounds(executor, stop) for executor in self.executors))
             finally:
                 listener.cancel()
                 backlog.cancel()
@@ -257,10 +257,10 @@ class Relay:
                 executor.shutdown(wait=True)
             logger.info("outbox relay stopped")
 
-    async def _lane(self, executor: ThreadPoolExecutor, stop: asyncio.Event) -> None:
+    async def _rounds(self, executor: ThreadPoolExecutor, stop: asyncio.Event) -> None:
         """Rounds one after another on one thread (one database connection). Lanes overlap one
         round's publishing with another's database work; SKIP LOCKED and the leases split the
-        rows, and the aggregate check keeps each aggregate's events in order across lanes."""
+        rows, and the aggregate check keeps each aggregate's events in order across workers."""
         delay = BACKOFF_INITIAL
         unexpected = 0
         while not stop.is_set():
@@ -408,9 +408,12 @@ class Relay:
             futures: list[asyncio.Future] = []
             for row in batch:
                 body = row.body.encode()
-                headers = {**_json(row.headers), NATS_MSG_ID: row.message_id}
-                reason = refusal(
-                    row.subject, body, headers, max_payload=max_payload, captured=self.captured(row.subject)
+                stored = _json(row.headers)
+                headers = {**stored, NATS_MSG_ID: row.message_id} if isinstance(stored, dict) else {}
+                reason = (
+                    refusal(row.subject, body, headers, max_payload=max_payload, captured=self.captured(row.subject))
+                    if isinstance(stored, dict)
+                    else "its headers are not a JSON object"
                 )
                 if reason is None:
                     futures.append(await self.acks.publish(row.subject, body, headers))
