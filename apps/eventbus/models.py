@@ -36,7 +36,7 @@ class ProcessedMessage(models.Model):
     """The idempotency ledger: a consumer has applied this message's effects (same transaction)."""
 
     consumer = models.CharField(max_length=100)
-    message_id = models.CharField(max_length=100)
+    message_id = models.CharField(max_length=100)  # the ledger key (Delivery.ledger_key; see headers.py)
     subject = models.CharField(max_length=200)
     processed_at = models.DateTimeField(auto_now_add=True)
 
@@ -62,7 +62,7 @@ class DeadLetter(models.Model):
     stream = models.CharField(max_length=100)
     subject = models.CharField(max_length=200)
     stream_sequence = models.BigIntegerField()
-    message_id = models.CharField(max_length=100, blank=True)
+    message_id = models.CharField(max_length=100, blank=True)  # the failed message's ledger key
     correlation_id = models.CharField(max_length=100, blank=True)
     data = models.TextField(help_text="The original message body, as received (escaped when raw_data is set)")
     raw_data = models.BinaryField(
