@@ -7,6 +7,7 @@ PATH or on port 4222, and this platform needs 2.12.3 or newer.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import sysconfig
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -74,6 +75,8 @@ class NatsServer:
         routes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
         sync_interval: str | None = None,
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir).resolve()
         self.port = port
@@ -84,6 +87,11 @@ class NatsServer:
         self.routes = list(routes)
         self.extra_args = list(extra_args)
         self.sync_interval = check_sync_interval(sync_interval) if sync_interval else None
+        # Extra configuration (e.g. the accounts and users of ``manage.py nats_auth``), included by
+        # the server's configuration file; ``env``: the variables it references (``$NAME``), given
+        # to the server's process on top of this one's environment.
+        self.config = config
+        self.env = dict(env or {})
         self._popen: subprocess.Popen | None = None
 
     @property
@@ -204,21 +212,35 @@ class NatsServer:
                 "--cluster", f"nats://{LOOPBACK}:{self.cluster_port}",
                 "--routes", ",".join(self.routes),
             ]  # fmt: skip
-        if self.sync_interval:
-            # Only a config file sets it; the command line's flags still apply on top of it.
-            config = self.store_dir / "durability.conf"
-            config.write_text(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+        if config := self._write_config():
             args += ["--config", str(config)]
         args += self.extra_args
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 args,
+                env={**os.environ, **self.env} if self.env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the caller's Ctrl-C; we stop it ourselves
             )
         return self._popen.pid
+
+    def _write_config(self) -> Path | None:
+        """The configuration file for what only a file sets (the command line's flags still apply
+        on top of it), or None. The extra configuration goes in a file of its own beside it,
+        included by a relative path (the only kind ``include`` takes)."""
+        parts = []
+        if self.sync_interval:
+            parts.append(f"jetstream {{\n  sync_interval: {self.sync_interval}\n}}\n")
+        if self.config is not None:
+            (self.store_dir / "extra.conf").write_text(self.config)
+            parts.append("include extra.conf\n")
+        if not parts:
+            return None
+        config = self.store_dir / ("durability.conf" if self.config is None else "server.conf")
+        config.write_text("".join(parts))
+        return config
 
     def _read_ports(self, pid: int) -> bool:
         try:
@@ -252,7 +274,17 @@ class NatsServer:
 class NatsCluster:
     """A JetStream cluster of ``size`` nodes on loopback (routes need fixed cluster ports)."""
 
-    def __init__(self, base_dir: Path | str, *, size: int = 3, name: str = "cluster") -> None:
+    def __init__(
+        self,
+        base_dir: Path | str,
+        *,
+        size: int = 3,
+        name: str = "cluster",
+        config: str | None = None,
+        env: Mapping[str, str] | None = None,
+        sync_interval: str | None = None,
+    ) -> None:
+        """``config``, ``env`` and ``sync_interval``: for every node (see :class:`NatsServer`)."""
         base = Path(base_dir)
         cluster_ports = [free_port() for _ in range(size)]
         routes = [f"nats://{LOOPBACK}:{port}" for port in cluster_ports]
@@ -265,6 +297,9 @@ class NatsCluster:
                 cluster_name=name,
                 cluster_port=cluster_ports[i],
                 routes=routes,
+                config=config,
+                env=env,
+                sync_interval=sync_interval,
             )
             for i in range(size)
         ]

@@ -65,3 +65,24 @@ def test_files_must_exist(monkeypatch, tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     monkeypatch.setenv("CA", str(tmp_path / "ca.pem"))
     assert env_file("CA") == str(tmp_path / "ca.pem")
+
+
+def test_the_nats_password_comes_from_a_variable_or_a_mounted_file_never_both(monkeypatch, tmp_path):
+    from orders_platform.settings.nats import nats
+
+    monkeypatch.setenv("NATS_URL", "nats://n1:4222")
+    monkeypatch.delenv("NATS_PASSWORD", raising=False)
+    secret = tmp_path / "password"
+    secret.write_text("p3c1ret\n")
+    monkeypatch.setenv("NATS_PASSWORD_FILE", str(secret))
+    assert nats(fallback=None)["PASSWORD"] == "p3c1ret", "one trailing line break is not part of it"
+    monkeypatch.setenv("NATS_PASSWORD", "other")
+    with pytest.raises(ImproperlyConfigured, match="NATS_PASSWORD and NATS_PASSWORD_FILE are both set"):
+        nats(fallback=None)
+    monkeypatch.delenv("NATS_PASSWORD")
+    secret.write_text("")
+    with pytest.raises(ImproperlyConfigured, match="NATS_PASSWORD_FILE must name a file holding one password"):
+        nats(fallback=None)
+    monkeypatch.setenv("NATS_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="NATS_PASSWORD_FILE must name an existing file"):
+        nats(fallback=None)

@@ -15,14 +15,14 @@ import json
 import logging
 
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from apps.eventbus.bounds import clean_text
 from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.deadletters.sending import DeadLetterSender
 from apps.eventbus.jetstream.connection import FETCH_TRANSIENT, FETCH_WAIT, exit_if_closed
-from apps.eventbus.registry import ADVISORY_STREAM, MAX_DELIVERIES_ADVISORY
+from apps.eventbus.jetstream.provisioning import advisory_consumer_config, advisory_durable
+from apps.eventbus.registry import ADVISORY_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +56,12 @@ class MaxDeliveriesWatcher:
                     else:
                         await advisory.nak(delay=5)
 
-    async def subscribe(self) -> None:
-        """Bind a durable (shared by this consumer's replicas) on the advisories of this consumer only."""
-        name = f"{self.consumer}-advisories"
-        config = ConsumerConfig(
-            name=name,
-            durable_name=name,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30.0,
-            filter_subject=f"{MAX_DELIVERIES_ADVISORY}.*.{self.consumer}",
-        )
-        await self.js.add_consumer(ADVISORY_STREAM, config)
+    async def subscribe(self, *, provision: bool = True) -> None:
+        """Bind a durable (shared by this consumer's replicas) on the advisories of this consumer
+        only; created or updated first unless ``provision`` is off (``nats_setup`` made it)."""
+        name = advisory_durable(self.consumer)
+        if provision:
+            await self.js.add_consumer(ADVISORY_STREAM, advisory_consumer_config(self.consumer))
         self.subscription = await self.js.pull_subscribe_bind(durable=name, stream=ADVISORY_STREAM)
 
     async def on_advisory(self, advisory) -> bool:

@@ -53,6 +53,8 @@ def connect_options(**overrides: Any) -> dict[str, Any]:
         "error_cb": _on_error,
         "reconnected_cb": _on_reconnected,
     }
+    if config.get("INBOX_PREFIX"):
+        options["inbox_prefix"] = config["INBOX_PREFIX"]
     if config["CREDS"]:
         options["user_credentials"] = config["CREDS"]
     if config["NKEY_SEED"]:

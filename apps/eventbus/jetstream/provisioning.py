@@ -7,7 +7,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from apps.eventbus.registry import DLQ_STREAM, ConsumerSpec, Registry, StreamSpec, registry
+from apps.eventbus.registry import (
+    ADVISORY_STREAM,
+    DLQ_STREAM,
+    MAX_DELIVERIES_ADVISORY,
+    ConsumerSpec,
+    Registry,
+    StreamSpec,
+    registry,
+)
 
 DAY = 86_400
 
@@ -45,8 +53,25 @@ def consumer_config(spec: ConsumerSpec, filter_subjects: list[str]) -> ConsumerC
     )
 
 
+def advisory_durable(consumer: str) -> str:
+    """The durable on the ADVISORIES stream that a consumer's replicas share (its MAX_DELIVERIES advisories)."""
+    return f"{consumer}-advisories"
+
+
+def advisory_consumer_config(consumer: str) -> ConsumerConfig:
+    name = advisory_durable(consumer)
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        filter_subject=f"{MAX_DELIVERIES_ADVISORY}.*.{consumer}",
+    )
+
+
 _STREAM_FIELDS = ("subjects", "num_replicas", "duplicate_window", "max_age", "max_bytes", "description")
 _CONSUMER_FIELDS = ("ack_wait", "max_deliver", "max_ack_pending", "filter_subjects", "description")
+_ADVISORY_FIELDS = ("ack_wait", "filter_subject")
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> str:
@@ -65,13 +90,22 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> str:
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec, stream: str, filter_subjects: list[str]) -> str:
-    wanted = consumer_config(spec, filter_subjects)
+    return await _ensure_durable(js, stream, consumer_config(spec, filter_subjects), _CONSUMER_FIELDS)
+
+
+async def ensure_advisory_consumer(js: JetStreamContext, consumer: str) -> str:
+    """The ``<consumer>-advisories`` durable (see ``deadletters/advisories.py``)."""
+    return await _ensure_durable(js, ADVISORY_STREAM, advisory_consumer_config(consumer), _ADVISORY_FIELDS)
+
+
+async def _ensure_durable(js: JetStreamContext, stream: str, wanted: ConsumerConfig, fields) -> str:
+    """``created``, ``updated`` (with the changed fields) or ``unchanged``."""
     try:
-        info = await js.consumer_info(stream, spec.name)
+        info = await js.consumer_info(stream, wanted.durable_name)
     except NotFoundError:
         await js.add_consumer(stream, wanted)
         return "created"
-    changed = _differences(info.config, wanted, _CONSUMER_FIELDS)
+    changed = _differences(info.config, wanted, fields)
     if not changed:
         return "unchanged"
     await js.add_consumer(stream, wanted)  # create-or-update on the server
@@ -79,12 +113,15 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec, stream: str,
 
 
 async def ensure_all(js: JetStreamContext, reg: Registry = registry, consumers: list[str] | None = None) -> list[str]:
-    """Ensure every declared stream, then the consumers (all, or those named); one report line each."""
+    """Ensure every declared stream, then the consumers (all, or those named) with their advisories
+    durables; one report line each."""
     report = [f"stream {name}: {await ensure_stream(js, spec)}" for name, spec in reg.streams.items()]
     for name in consumers if consumers is not None else list(reg.consumers):
         spec = reg.consumer(name)
         for stream, subjects in reg.streams_of(spec).items():
             report.append(f"consumer {stream}/{name}: {await ensure_consumer(js, spec, stream, subjects)}")
+        outcome = await ensure_advisory_consumer(js, name)
+        report.append(f"consumer {ADVISORY_STREAM}/{advisory_durable(name)}: {outcome}")
     return report
 
 
