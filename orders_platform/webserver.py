@@ -22,6 +22,7 @@ from pathlib import Path
 from .supervisor import Program
 
 MAX_DEFAULT_WORKERS = 8
+GUNICORN_CONFIG = "orders_platform.gunicorn_config"
 GRACEFUL_TIMEOUT = 5  # seconds; the supervisor kills the group after 10
 
 
@@ -39,6 +40,7 @@ def web_program(
 ) -> Program:
     argv = [
         sys.executable, "-m", "gunicorn", "orders_platform.wsgi:application",
+        "--config", f"python:{GUNICORN_CONFIG}",  # worker hooks, JSON logs (LOG_FORMAT)
         "--bind", bind_address(host, port),
         "--workers", str(workers),
         "--threads", str(threads),  # > 1: the gthread worker

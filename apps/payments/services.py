@@ -30,6 +30,7 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.common import failpoints
+from apps.eventbus import tracing
 from apps.eventbus.errors import PermanentError, RetryableError
 from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
 
@@ -79,9 +80,10 @@ def payment_charges_request(*, requests: Sequence[ChargeRequest]) -> dict[str, P
 
     def charge(payment: tuple[str, Decimal, str]) -> gateway.ChargeResult:
         order_id, amount, currency = payment  # the claimed row's amount: what this order is charged, always
-        return gateway.charge(
-            idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id
-        )
+        with tracing.message_scope(order_id):  # the call continues the trace of this order's event
+            return gateway.charge(
+                idempotency_key=f"charge-{order_id}", amount=amount, currency=currency, reference=order_id
+            )
 
     # The claimed row's amount decides: a zero total is paid without a call.
     free = [order_id for order_id, amount, _ in claimed if amount == 0]
@@ -180,7 +182,8 @@ def payment_refunds_request(*, order_ids: Sequence[str]) -> dict[str, ProviderAn
 
     def refund(payment: tuple[str, str, Decimal]) -> str:
         order_id, charge_id, amount = payment
-        return gateway.refund(idempotency_key=f"refund-{order_id}", charge_id=charge_id, amount=amount)
+        with tracing.message_scope(order_id):
+            return gateway.refund(idempotency_key=f"refund-{order_id}", charge_id=charge_id, amount=amount)
 
     return dict(zip([order_id for order_id, _, _ in captured], gateway.each(refund, captured), strict=True))
 

@@ -7,7 +7,9 @@ from .database import databases
 from .env import env_bool, env_int, env_list, env_str, is_set
 from .nats import nats
 
-LOGGING["handlers"]["console"]["formatter"] = env_str("LOG_FORMAT", "json", choices=("plain", "json"))  # noqa: F405
+# Log collectors read JSON: one object a line, with the trace and message fields (observability.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "json", choices=LOG_FORMATS)  # noqa: F405
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)  # noqa: F405
 
 if env_bool("DEBUG", False):
     raise ImproperlyConfigured("DEBUG must be off in production: unset DEBUG or set DEBUG=false")

@@ -40,8 +40,12 @@ def test_the_handler_span_continues_the_trace_of_the_request_that_wrote_the_even
         wait_for(lambda: Effect.objects.count() == 1)
         wait_for(lambda: any(s.name.startswith("testing process") for s in spans.get_finished_spans()))
     handler_span = next(s for s in spans.get_finished_spans() if s.name == "testing process testing.happened.v1")
+    publish_span = next(s for s in spans.get_finished_spans() if s.name == "publish testing.happened.v1")
     assert handler_span.context.trace_id == request_span.get_span_context().trace_id
-    assert handler_span.parent.span_id == request_span.get_span_context().span_id
+    # request -> the relay's publish (PRODUCER) -> the handler (CONSUMER)
+    assert publish_span.parent.span_id == request_span.get_span_context().span_id
+    assert publish_span.kind == trace.SpanKind.PRODUCER
+    assert handler_span.parent.span_id == publish_span.context.span_id
     assert handler_span.kind == trace.SpanKind.CONSUMER
     assert handler_span.attributes["messaging.message.id"] == row.message_id
 

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from opentelemetry import trace
+
 from apps.eventbus import headers
 from apps.eventbus.bounds import log_value
 from apps.eventbus.contracts import ContractError, Event, decode
 from apps.eventbus.deadletters.codec import Redelivery
+from apps.eventbus.tracing import context_from
 
 
 def ack_subject_fields(msg) -> tuple[str, int, int]:
@@ -141,8 +144,16 @@ class Delivery:
                 "message_id": log_value(self.ledger_key),
                 "correlation_id": log_value(self.correlation_id),
                 "attempt": self.num_delivered,
+                **self._trace_fields(),
             },
         )
+
+    def _trace_fields(self) -> dict[str, str]:
+        """The message's own trace (its ``traceparent``), for a line logged outside its span."""
+        if "traceparent" not in self.headers:
+            return {}
+        context = trace.get_current_span(context_from(self.headers)).get_span_context()
+        return {"trace_id": format(context.trace_id, "032x")} if context.is_valid else {}
 
     @cached_property
     def _body(self) -> dict:

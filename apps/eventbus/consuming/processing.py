@@ -9,17 +9,22 @@ never touches NATS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from apps.eventbus import metrics
+from apps.common import logging as logs
+from apps.eventbus import metrics, tracing
+from apps.eventbus.bounds import log_value
 from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.consuming.settlement import Processed
 from apps.eventbus.contracts import ContractError
@@ -27,7 +32,6 @@ from apps.eventbus.deadletters.services import dead_letter_mark_resolved
 from apps.eventbus.errors import DATABASE_UNAVAILABLE, DependencyDown
 from apps.eventbus.models import ProcessedMessage
 from apps.eventbus.registry import ConsumerSpec, is_batch_handler, preparer_of
-from apps.eventbus.tracing import context_from, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +99,8 @@ class BatchProcessor:
             while pending:
                 group = pending.pop(0)
                 try:
-                    value = preparer_of(handler)([self._payload(deliveries[index]) for index in group])
+                    with _step(self.spec.name, "prepare", [deliveries[index] for index in group]):
+                        value = preparer_of(handler)([self._payload(deliveries[index]) for index in group])
                 except DATABASE_UNAVAILABLE as exc:
                     logger.warning("database unavailable while preparing, %d message(s) will be retried", len(group))
                     _reset_connection()
@@ -210,56 +215,142 @@ class BatchProcessor:
     def _run(self, handler: Callable, items: list[tuple[int, Delivery]], extra: tuple = ()) -> None:
         """Call the handler; its failure surfaces as _HandlerFailed/_BatchFailed, a database outage as itself."""
         started = time.perf_counter()
-        span = _start_span(self.spec.name, items)
         try:
-            if is_batch_handler(handler):
-                handler([self._payload(delivery) for _, delivery in items], *extra)
-            else:
-                (_, delivery) = items[0]
-                handler(self._payload(delivery))
-            for _, delivery in items:
-                if dead_letter_id := delivery.redelivery.dead_letter_id:
-                    dead_letter_mark_resolved(dead_letter_id=dead_letter_id, note="reprocessed")
+            with _step(self.spec.name, "process", [delivery for _, delivery in items]):
+                if is_batch_handler(handler):
+                    handler([self._payload(delivery) for _, delivery in items], *extra)
+                else:
+                    (_, delivery) = items[0]
+                    handler(self._payload(delivery))
+                for _, delivery in items:
+                    if dead_letter_id := delivery.redelivery.dead_letter_id:
+                        dead_letter_mark_resolved(dead_letter_id=dead_letter_id, note="reprocessed")
         except DATABASE_UNAVAILABLE:
             raise
         except Exception as exc:
-            if span is not None:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
             if len(items) > 1:
                 raise _BatchFailed from exc
             raise _HandlerFailed(items[0][0]) from exc
         finally:
-            if span is not None:
-                span.end()
             elapsed = time.perf_counter() - started
             for _ in items:
                 self.duration.observe(elapsed / len(items))
 
 
-def _start_span(consumer: str, items: list[tuple[int, Delivery]]):
-    """A CONSUMER span whose parent is the producer's trace (one message) or linked to each (a group).
-    None when no tracer provider is installed, to keep the hot path free of no-op work."""
-    if not _tracing_enabled():
-        return None
-    first = items[0][1]
-    attributes = {"messaging.system": "nats", "messaging.destination.name": first.subject}
-    if len(items) == 1:
-        attributes["messaging.message.id"] = first.ledger_key
-        return tracer().start_span(
-            f"{consumer} process {first.subject}",
-            context=context_from(first.headers),
+# -- what a step runs in: spans, the messages' scope, log fields ------------------------------
+
+
+@contextlib.contextmanager
+def _step(consumer: str, operation: str, deliveries: list[Delivery]) -> Iterator[None]:
+    """A prepare step or a handler call over ``deliveries``, as traces and logs see it.
+
+    Its CONSUMER span is current throughout (``<consumer> <operation> <subject>``): for one
+    message, the child of the message's producer; for several, a ``<consumer> <operation>
+    batch`` span linked to each producer, plus a span per message that carries a trace, the
+    child of its producer, linked to the batch span. The per-message spans are what work for
+    one message continues (``tracing.working_on``): the events written in answer to it, the
+    provider calls made for its order. Log lines carry ``consumer`` and, for one message, its
+    ``message_id``, ``order_id`` and ``subject``. A failure marks the spans as errors.
+    """
+    spans, contexts = _start_spans(consumer, operation, deliveries) if tracing.enabled() else ((), None)
+    token = otel_context.attach(trace.set_span_in_context(spans[0])) if spans else None
+    fields = _log_fields(deliveries[0]) if len(deliveries) == 1 else {}
+    try:
+        scope = tracing.Scope(lambda: _messages(deliveries, contexts), traced=bool(spans))
+        with tracing.working_on(scope), logs.bound(consumer=consumer, **fields):
+            yield
+    except BaseException as exc:
+        if spans:
+            spans[0].record_exception(exc)
+            for span in spans:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {log_value(str(exc))}"))
+        raise
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+        for span in spans:
+            span.end()
+
+
+def _start_spans(consumer: str, operation: str, deliveries: list[Delivery]) -> tuple[tuple, list[Context | None]]:
+    """The step's spans (the current one first) and the context each message's work continues."""
+    tracer = tracing.tracer()
+    first = deliveries[0]
+    if len(deliveries) == 1:
+        span = tracer.start_span(
+            f"{consumer} {operation} {first.subject}",
+            context=tracing.context_from(first.headers),
             kind=SpanKind.CONSUMER,
-            attributes=attributes,
+            attributes=_attributes(consumer, first),
         )
-    links = [Link(trace.get_current_span(context_from(d.headers)).get_span_context()) for _, d in items]
-    attributes["messaging.batch.message_count"] = len(items)
-    return tracer().start_span(
-        f"{consumer} process {first.subject}", kind=SpanKind.CONSUMER, attributes=attributes, links=links
+        return (span,), [trace.set_span_in_context(span)]
+    producers = [trace.get_current_span(tracing.context_from(d.headers)).get_span_context() for d in deliveries]
+    batch = tracer.start_span(
+        f"{consumer} {operation} batch",
+        context=Context(),  # a trace of its own, linked to each message's
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.consumer.group.name": consumer,
+            "messaging.destination.name": first.subject,
+            "messaging.batch.message_count": len(deliveries),
+        },
+        links=[Link(producer) for producer in producers if producer.is_valid],
     )
+    batch_context = trace.set_span_in_context(batch)
+    spans, contexts = [batch], []
+    for delivery, producer in zip(deliveries, producers, strict=True):
+        if not producer.is_valid:  # no trace to continue: its work stays in the batch's
+            contexts.append(batch_context)
+            continue
+        span = tracer.start_span(
+            f"{consumer} {operation} {delivery.subject}",
+            context=trace.set_span_in_context(trace.NonRecordingSpan(producer)),
+            kind=SpanKind.CONSUMER,
+            attributes=_attributes(consumer, delivery),
+            links=[Link(batch.get_span_context())],
+        )
+        spans.append(span)
+        contexts.append(trace.set_span_in_context(span))
+    return tuple(spans), contexts
 
 
-def _tracing_enabled() -> bool:
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+def _attributes(consumer: str, delivery: Delivery) -> dict:
+    attributes = {
+        "messaging.system": "nats",
+        "messaging.consumer.group.name": consumer,
+        "messaging.destination.name": delivery.subject,
+        "messaging.message.id": delivery.ledger_key,
+    }
+    if order_id := _order_id(delivery):
+        attributes["order.id"] = order_id
+    return attributes
+
+
+def _order_id(delivery: Delivery) -> str:
+    if delivery.event is not None:
+        return str(getattr(delivery.event, "order_id", "") or "")
+    return delivery.field("order_id")
+
+
+def _log_fields(delivery: Delivery) -> dict[str, str]:
+    return {
+        "message_id": log_value(delivery.ledger_key),
+        "order_id": log_value(_order_id(delivery)),
+        "subject": log_value(delivery.subject),
+    }
+
+
+def _messages(deliveries: list[Delivery], contexts: list[Context | None] | None) -> list[tracing.Message]:
+    """The step's messages, by the ids work for them is known by (message, correlation, order)."""
+    return [
+        tracing.Message(
+            keys=(delivery.event_id, delivery.ledger_key, delivery.correlation_id, _order_id(delivery)),
+            fields=_log_fields(delivery),
+            context=contexts[index] if contexts else None,
+        )
+        for index, delivery in enumerate(deliveries)
+    ]
 
 
 def database_ready() -> bool:

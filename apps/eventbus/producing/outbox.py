@@ -10,7 +10,7 @@ from django.utils import timezone
 from apps.eventbus.contracts import Event, validate
 from apps.eventbus.events import OutboxEventDiscarded, OutboxEventRequeued, actor_fields
 from apps.eventbus.models import OutboxDeadLetter, OutboxEvent
-from apps.eventbus.tracing import current_context_headers
+from apps.eventbus.tracing import current_context_headers, headers_for
 
 NOTIFY_CHANNEL = "eventbus_outbox"
 CONTENT_TYPE = "application/json"
@@ -28,8 +28,12 @@ def outbox_write(
     Call inside the ``transaction.atomic()`` block that makes the change the event reports:
     both commit or neither does. The relay publishes it after commit, in order with the
     other events of ``aggregate_id`` (default: the correlation id, else the message id).
+    The row keeps the trace context (``traceparent``) of the span in hand: in a consumer, the
+    span of the message the event answers (``tracing.headers_for``).
     """
-    return _insert(_row(validate(event), current_context_headers(), aggregate_id=aggregate_id, headers=headers))
+    event = validate(event)
+    trace = headers_for(event.causation_id, event.correlation_id, current_context_headers())
+    return _insert(_row(event, trace, aggregate_id=aggregate_id, headers=headers))
 
 
 def outbox_write_many(events: list[Event]) -> list[OutboxEvent]:
@@ -42,8 +46,10 @@ def outbox_write_many(events: list[Event]) -> list[OutboxEvent]:
         raise TransactionRequired("write events inside the transaction.atomic() block of their change")
     if not events:
         return []
-    trace = current_context_headers()
-    rows = OutboxEvent.objects.bulk_create([_row(validate(event), trace) for event in events])
+    current = current_context_headers()  # each event continues the trace of the message it answers, if in hand
+    rows = OutboxEvent.objects.bulk_create(
+        [_row(event, headers_for(event.causation_id, event.correlation_id, current)) for event in map(validate, events)]
+    )
     notify_relay()
     return rows
 

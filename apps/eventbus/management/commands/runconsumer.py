@@ -1,6 +1,7 @@
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.common import logging as logs
 from apps.eventbus.consuming.runner import ConsumerRunner
 from apps.eventbus.management.process import run_until_signalled
 from apps.eventbus.registry import registry
@@ -26,4 +27,5 @@ class Command(BaseCommand):
             spec = registry.consumer(name)
         except KeyError as exc:
             raise CommandError(f"{exc.args[0]}; or {RELAY!r} for the relay (`manage.py runrelay`)") from None
+        logs.bind_process(consumer=name)  # every line of this process says which consumer it is
         run_until_signalled(ConsumerRunner(spec, batch_size=batch), service=name, metrics_port=metrics_port)
