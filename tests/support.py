@@ -9,8 +9,10 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import pytest
 
 from orders_platform.embedded.procs import wait_until
 
@@ -80,13 +82,15 @@ def child_database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def start_celery_worker() -> subprocess.Popen:
+def start_celery_worker(**extra_env: str) -> subprocess.Popen:
     """A real Celery worker process on the test database and the test broker (kombu's
-    filesystem transport under the session's data folder), answering pings."""
+    filesystem transport under the session's data folder), answering pings; ``extra_env`` adds
+    variables (``LOG_FORMAT``, ``OTEL_TRACES_EXPORTER``...)."""
     env = clean_env(
         DJANGO_SETTINGS_MODULE="orders_platform.settings.test",
         TEST_DATABASE_URL=child_database_url(),
         PLATFORM_DATA_DIR=os.environ["PLATFORM_DATA_DIR"],
+        **extra_env,
     )
     hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
     worker = subprocess.Popen(
@@ -133,3 +137,48 @@ def make_user(username: str, *groups: str, **extra):
     for name in groups:
         user.groups.add(Group.objects.get(name=name))
     return user
+
+
+APT_TIMEOUT = 600
+
+
+def debian_package(package: str, provides: Callable[[], str | None]) -> str:
+    """What ``provides()`` finds (a program's path), after ``apt-get install package`` when it finds
+    nothing (as on a clean CI machine). Fails, never skips, when it cannot be had: a test that does
+    not run is a gap."""
+    if found := provides():
+        return found
+    how = f"install it with `apt-get install -y --no-install-recommends {package}` (as root)"
+    if os.geteuid() != 0:
+        pytest.fail(f"{package} is missing and the tests do not run as root to install it: {how}", pytrace=False)
+    install = ("install", "-y", "--no-install-recommends", package)
+    try:
+        result = _apt_get(*install)
+        if result.returncode != 0:  # stale or missing package lists: refresh them, once
+            update = _apt_get("update")
+            if update.returncode != 0:
+                pytest.fail(f"`apt-get update` failed, so no {package}:\n{_tail(update)}", pytrace=False)
+            result = _apt_get(*install)
+    except FileNotFoundError:
+        pytest.fail(f"{package} is missing and there is no apt-get to install it: {how}", pytrace=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"installing {package} with apt-get took more than {APT_TIMEOUT} s", pytrace=False)
+    found = provides()
+    if result.returncode != 0 or not found:
+        pytest.fail(f"`apt-get install {package}` did not give what the tests need:\n{_tail(result)}", pytrace=False)
+    return found
+
+
+def _apt_get(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        capture_output=True,
+        text=True,
+        timeout=APT_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _tail(result: subprocess.CompletedProcess, lines: int = 15) -> str:
+    return "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])

@@ -112,6 +112,10 @@ class ConsumerSpec:
     # Handling stays one batch at a time, in order; above 2 only prepare steps overlap.
     pipeline: int = 2
     options: Mapping[str, object] = field(default_factory=dict)
+    # Callables (or dotted paths) that read the domain's state and set its gauges (e.g. orders
+    # stuck in PENDING): the runner calls them every ``GAUGE_POLL`` seconds in a thread of their
+    # own, so the process that runs this consumer exports them. They read, never write.
+    gauges: tuple[Callable | str, ...] = ()
 
     @property
     def subjects(self) -> list[str]:
@@ -121,6 +125,10 @@ class ConsumerSpec:
         """A delivery setting: the declaration's value, else the project default."""
         value = getattr(self, key.lower())
         return value if value is not None else settings.EVENTBUS[key]
+
+    @cached_property
+    def resolved_gauges(self) -> list[Callable]:
+        return [import_string(gauge) if isinstance(gauge, str) else gauge for gauge in self.gauges]
 
     @cached_property
     def resolved_handlers(self) -> list[tuple[str, Callable]]:

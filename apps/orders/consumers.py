@@ -16,6 +16,7 @@ registry.register_consumer(
             "inventory.rejected.v1": f"{H}.on_outcomes",
         },
         description="The order saga: confirms an order paid and reserved, cancels it when either fails",
+        gauges=("apps.orders.monitoring.refresh_gauges",),  # orders_stuck, orders_pending_oldest_age_seconds
     )
 )
 # A second durable on the DLQ stream (next to the eventbus's dead-letters recorder), on the

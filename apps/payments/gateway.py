@@ -8,6 +8,7 @@ one pool of connections.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +20,18 @@ from typing import TypeVar
 
 import httpx
 from django.conf import settings
+from prometheus_client import Counter, Gauge
 
 from apps.eventbus.errors import DependencyDown, PermanentError, RetryableError
 
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+
+CIRCUIT_OPEN = Gauge(
+    "payment_gateway_circuit_open",
+    "1 from the moment the circuit breaker opens until a call to the provider succeeds again (open, then "
+    "half-open: payments are paused); 0 while it is closed",
+)
+CIRCUIT_OPENINGS = Counter("payment_gateway_circuit_openings", "Times the circuit breaker opened (or opened again)")
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,9 @@ def each(call: Callable[[T], R], items: Sequence[T]) -> list[R | Exception]:
     if len(items) <= 1:
         return [_outcome(call, item) for item in items]
     pool = _pool(settings.PAYMENT_GATEWAY_CONCURRENCY)
-    return list(pool.map(lambda item: _outcome(call, item), items))
+    # Each call runs in a copy of the caller's context: its trace and log fields go with it.
+    contexts = [contextvars.copy_context() for _ in items]
+    return list(pool.map(lambda context, item: context.run(_outcome, call, item), contexts, items))
 
 
 def _outcome(call: Callable[[T], R], item: T) -> R | Exception:
@@ -70,9 +81,12 @@ class CircuitBreaker:
     already in flight when the circuit opened belong to the same opening: they neither open it
     again nor lengthen the pause."""
 
-    def __init__(self, *, threshold: int, pause: float, max_pause: float, clock=time.monotonic) -> None:
+    def __init__(
+        self, *, threshold: int, pause: float, max_pause: float, clock=time.monotonic, metrics: bool = False
+    ) -> None:
         self.threshold, self.base_pause, self.max_pause, self.clock = threshold, pause, max_pause, clock
         self.failures, self.pause, self.open_until = 0, pause, None
+        self.metrics = metrics  # the process's breaker sets CIRCUIT_OPEN and CIRCUIT_OPENINGS
         self._lock = threading.Lock()
 
     def check(self) -> None:
@@ -85,6 +99,8 @@ class CircuitBreaker:
     def success(self) -> None:
         with self._lock:
             self.failures, self.pause, self.open_until = 0, self.base_pause, None
+            if self.metrics:
+                CIRCUIT_OPEN.set(0)
 
     def failure(self, exc: RetryableError) -> RetryableError:
         """The error to raise for this failure: DependencyDown once the circuit is open."""
@@ -97,6 +113,9 @@ class CircuitBreaker:
                 return exc
             pause, self.pause = self.pause, min(self.pause * 2, self.max_pause)
             self.open_until = self.clock() + pause
+            if self.metrics:
+                CIRCUIT_OPEN.set(1)
+                CIRCUIT_OPENINGS.inc()
             return DependencyDown(f"circuit open after {self.failures} gateway failures: {exc}", pause=pause)
 
     def _remaining(self) -> float | None:
@@ -109,7 +128,9 @@ class CircuitBreaker:
 @cache
 def breaker() -> CircuitBreaker:
     config = settings.PAYMENT_GATEWAY_BREAKER
-    return CircuitBreaker(threshold=config["THRESHOLD"], pause=config["PAUSE"], max_pause=config["MAX_PAUSE"])
+    return CircuitBreaker(
+        threshold=config["THRESHOLD"], pause=config["PAUSE"], max_pause=config["MAX_PAUSE"], metrics=True
+    )
 
 
 def _post(path: str, body: dict, idempotency_key: str) -> httpx.Response:

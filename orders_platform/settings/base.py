@@ -87,6 +87,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The platform's own knobs.
 PLATFORM_CURRENCY = env_str("PLATFORM_CURRENCY", "EUR")
 READINESS_TIMEOUT = env_int("READINESS_TIMEOUT_MS", 2000, minimum=100) / 1000
+# A PENDING order older than this counts as stuck (the `orders_stuck` gauge, alert OrdersStuck).
+ORDERS_STUCK_AFTER_SECONDS = env_int("ORDERS_STUCK_AFTER_SECONDS", 300, minimum=1)
 # The payment provider; `make run` starts the simulator (`manage.py rungateway`) at this address.
 PAYMENT_GATEWAY_BREAKER = {
     "THRESHOLD": env_int("PAYMENT_GATEWAY_BREAKER_THRESHOLD", 5, minimum=1),

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.support import ROOT, password_of
+from tests.support import ROOT, debian_package, password_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -35,52 +33,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
-APT_TIMEOUT = 600
 _failed = pytest.StashKey[bool]()
 
 
 # -- Chromium ---------------------------------------------------------------------------------
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        capture_output=True,
-        text=True,
-        timeout=APT_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _tail(result: subprocess.CompletedProcess, lines: int = 15) -> str:
-    return "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
-
-
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
     """Debian's Chromium, installed with apt when it is missing (as on a clean CI machine).
     Fails, never skips, when it cannot be had: a browser test that does not run is a gap."""
-    if CHROMIUM.exists():
-        return str(CHROMIUM)
-    how = "install it with `apt-get install -y --no-install-recommends chromium` (as root)"
-    if os.geteuid() != 0:
-        pytest.fail(f"{CHROMIUM} is missing and the tests do not run as root to install it: {how}", pytrace=False)
-    install = ("install", "-y", "--no-install-recommends", "chromium")
-    try:
-        result = _apt_get(*install)
-        if result.returncode != 0:  # stale or missing package lists: refresh them, once
-            update = _apt_get("update")
-            if update.returncode != 0:
-                pytest.fail(f"`apt-get update` failed, so no {CHROMIUM}:\n{_tail(update)}", pytrace=False)
-            result = _apt_get(*install)
-    except FileNotFoundError:
-        pytest.fail(f"{CHROMIUM} is missing and there is no apt-get to install it: {how}", pytrace=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"installing Chromium with apt-get took more than {APT_TIMEOUT} s", pytrace=False)
-    if result.returncode != 0 or not CHROMIUM.exists():
-        pytest.fail(f"`apt-get install chromium` did not give {CHROMIUM}:\n{_tail(result)}", pytrace=False)
-    return str(CHROMIUM)
+    return debian_package("chromium", lambda: str(CHROMIUM) if CHROMIUM.exists() else None)
 
 
 # -- the test thread between browser calls ----------------------------------------------------

@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connections
+from django.conf import settings
+from django.db import close_old_connections, connections
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from apps.eventbus import metrics
 from apps.eventbus.consuming.delivery import Delivery
@@ -36,12 +38,13 @@ from apps.eventbus.jetstream.connection import (
     connect,
     exit_if_closed,
 )
-from apps.eventbus.jetstream.provisioning import ensure_consumer, ensure_stream
+from apps.eventbus.jetstream.provisioning import advisory_durable, ensure_consumer, ensure_stream
 from apps.eventbus.registry import ADVISORY_STREAM, DLQ_STREAM, ConsumerSpec, Registry, preparer_of, registry
 
 logger = logging.getLogger(__name__)
 
 PENDING_POLL = 5.0
+GAUGE_POLL = 15.0  # seconds between calls of a declaration's gauges (ConsumerSpec.gauges)
 DATABASE_PROBE = 1.0  # seconds between checks of a database that was unavailable
 
 __all__ = ["ConnectionLost", "ConsumerRunner"]
@@ -77,37 +80,64 @@ class ConsumerRunner:
         self._next_preparer = itertools.cycle(self.preparers)
         self.max_deliver = spec.setting("MAX_DELIVER")
         self.ack_wait = float(spec.setting("ACK_WAIT"))
-        self.last_fetch = metrics.CONSUMER_LAST_FETCH.labels(spec.name)  # the liveness signal
+        spec.resolved_gauges  # noqa: B018 - likewise
+        # One thread for the gauges' reads, off the batches' thread (and its own Django connection).
+        self.gauge_executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gauges-{spec.name}") if spec.gauges else None
+        )
+        # /healthz: fetches complete (progress) and the server answers (see metrics.Liveness).
+        self.liveness = metrics.Liveness(metrics.CONSUMER_LAST_FETCH.labels(spec.name))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished and settled first."""
         self.nc = await connect(max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         try:
-            for stream in {*self.filters, DLQ_STREAM, ADVISORY_STREAM}:
-                await ensure_stream(self.js, self.registry.streams[stream])
+            provision = settings.EVENTBUS["PROVISION_AT_START"]
+            if provision:
+                for stream in {*self.filters, DLQ_STREAM, ADVISORY_STREAM}:
+                    await ensure_stream(self.js, self.registry.streams[stream])
             subscriptions = {}
             for stream, subjects in self.filters.items():
-                await ensure_consumer(self.js, self.spec, stream, subjects)
+                if provision:
+                    await ensure_consumer(self.js, self.spec, stream, subjects)
+                else:
+                    await self._require_durable(stream, self.spec.name)
                 subscriptions[stream] = await self.js.pull_subscribe_bind(durable=self.spec.name, stream=stream)
+            if not provision:
+                await self._require_durable(ADVISORY_STREAM, advisory_durable(self.spec.name))
             self.dead_letters = DeadLetterSender(self.spec.name, self.nc, self.js, self.executor)
             advisories = MaxDeliveriesWatcher(
                 self.spec.name, set(self.filters), self.max_deliver, self.nc, self.js, self.dead_letters
             )
-            await advisories.subscribe()
+            await advisories.subscribe(provision=provision)
             logger.info(
                 "consumer %s running on %s (batch %d)", self.spec.name, ", ".join(sorted(self.filters)), self.batch_size
             )
-            poller = asyncio.create_task(self._poll_pending(stop))
+            pollers = [asyncio.create_task(self._poll_pending(stop))]
+            if self.gauge_executor is not None:
+                pollers.append(asyncio.create_task(self._poll_gauges(stop)))
             await asyncio.gather(*(self._consume(sub, stop) for sub in subscriptions.values()), advisories.watch(stop))
-            poller.cancel()
+            for poller in pollers:
+                poller.cancel()
         finally:
             await close_client(self.nc)
             loop = asyncio.get_running_loop()
-            for executor in (self.executor, *self.preparers):
+            gauges = [self.gauge_executor] if self.gauge_executor is not None else []
+            for executor in (self.executor, *self.preparers, *gauges):
                 await loop.run_in_executor(executor, connections.close_all)  # each thread's own connection
                 executor.shutdown(wait=True)
             logger.info("consumer %s stopped", self.spec.name)
+
+    async def _require_durable(self, stream: str, durable: str) -> None:
+        """Provisioning at start is off: the durable must exist already (``nats_setup``)."""
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            raise RuntimeError(
+                f"consumer {self.spec.name}: durable {durable} on stream {stream} does not exist and "
+                "EVENTBUS_PROVISION_AT_START is off: run `manage.py nats_setup` (as the admin user) first"
+            ) from None
 
     async def _consume(self, subscription, stop: asyncio.Event) -> None:
         """Fetch, prepare, handle and settle batches as a pipeline of ``pipeline`` batches in hand.
@@ -195,13 +225,15 @@ class ConsumerRunner:
         pause = max((h.delay for h in held if h.cause is Cause.DEPENDENCY_DOWN), default=None)
         if pause is not None:
             await self._pause(pause)
-            await _sleep_until(stop, pause)
+            with self.liveness.holding("a dependency (paused)"):
+                await _sleep_until(stop, pause)
             return not stop.is_set()
         loop = asyncio.get_running_loop()
         logger.warning(
             "consumer %s: database unavailable; holding %d message(s) until it answers", self.spec.name, len(held)
         )
         metrics.CONSUMER_WAITING.labels(self.spec.name, "database").set(1)
+        self.liveness.hold("database")
         try:
             while not stop.is_set():
                 await _sleep_until(stop, DATABASE_PROBE)
@@ -211,6 +243,7 @@ class ConsumerRunner:
             return False
         finally:
             metrics.CONSUMER_WAITING.labels(self.spec.name, "database").set(0)
+            self.liveness.release()
 
     async def _next_batch(self, subscription, stop: asyncio.Event) -> _Batch | None:
         deliveries = await self._fetch(subscription)
@@ -231,14 +264,15 @@ class ConsumerRunner:
         try:
             messages = await subscription.fetch(self.batch_size, timeout=FETCH_WAIT)
         except (NatsTimeoutError, TimeoutError):
-            self.last_fetch.set_to_current_time()
+            self.liveness.progressed()  # nothing to fetch, or a silent server: the poller tells them apart
             return []
         except FETCH_TRANSIENT as exc:
             exit_if_closed(self.nc, f"consumer {self.spec.name}")
             logger.warning("consumer %s: fetch failed (%s); retrying", self.spec.name, type(exc).__name__)
             await asyncio.sleep(0.5)
             return []
-        self.last_fetch.set_to_current_time()
+        self.liveness.progressed()
+        self.liveness.answered()
         return [Delivery.from_nats(message, decode_event=not self.spec.raw) for message in messages]
 
     async def _release(self, deliveries: list[Delivery]) -> None:
@@ -293,15 +327,41 @@ class ConsumerRunner:
         logger.warning("consumer %s paused for %.0fs: a dependency is down", self.spec.name, seconds)
 
     async def _poll_pending(self, stop: asyncio.Event) -> None:
+        """The pending gauge, from the server's consumer info (summed over this consumer's
+        durables); kept as it was when a stream does not answer (a 0 would scale it down)."""
+        gauge = metrics.CONSUMER_PENDING.labels(self.spec.name)
         while not stop.is_set():
-            total = 0
+            total, answered = 0, 0
             for stream in self.filters:
                 with contextlib.suppress(Exception):
-                    info = await self.js.consumer_info(stream, self.spec.name)
+                    info = await self.js.consumer_info(stream, self.spec.name, timeout=PENDING_POLL)
                     total += info.num_pending + info.num_ack_pending
-            metrics.CONSUMER_PENDING.labels(self.spec.name).set(total)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=PENDING_POLL)
+                    answered += 1
+            if answered:
+                self.liveness.answered()
+            if answered == len(self.filters):
+                gauge.set(total)
+            await _sleep_until(stop, PENDING_POLL)
+
+    async def _poll_gauges(self, stop: asyncio.Event) -> None:
+        """The declaration's gauges (``ConsumerSpec.gauges``), refreshed in their own thread."""
+        loop = asyncio.get_running_loop()
+        failing = False
+        while not stop.is_set():
+            try:
+                await loop.run_in_executor(self.gauge_executor, _refresh_gauges, self.spec.resolved_gauges)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - a gauge left stale must not stop the consumer
+                if not failing:  # once per streak of failures (a database outage is logged elsewhere)
+                    logger.warning("consumer %s: refreshing its gauges failed: %s", self.spec.name, exc)
+                failing = True
+            await _sleep_until(stop, GAUGE_POLL)
+
+
+def _refresh_gauges(gauges) -> None:
+    close_old_connections()  # a connection broken by an outage is replaced
+    for gauge in gauges:
+        gauge()
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:

@@ -38,13 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import psycopg
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
 from nats.js.api import PubAck
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from apps.eventbus import metrics
+from apps.eventbus import metrics, tracing
 from apps.eventbus.headers import NATS_MSG_ID
 from apps.eventbus.jetstream.connection import ConnectionLost, close_client, connect
 from apps.eventbus.jetstream.provisioning import ensure_stream
@@ -61,7 +62,7 @@ PUBLISH_TIMEOUT = 10.0
 # after its relay died is still dropped as a duplicate).
 LEASE_SECONDS = 30
 BACKOFF_INITIAL, BACKOFF_MAX = 0.5, 10.0
-BACKLOG_POLL = 5.0
+BACKLOG_POLL = 5.0  # seconds between reads of the outbox backlog and the streams' depth (gauges)
 # relay_once found only rows whose aggregates have earlier events another relay is publishing:
 # try again shortly (that relay's commit sends no notification).
 BLOCKED = -1
@@ -224,6 +225,8 @@ class Relay:
         ]
         self.wake = asyncio.Event()
         self._captured: dict[str, bool] = {}  # subject -> a declared stream takes it (the registry is fixed)
+        # /healthz: rounds complete (progress) and the server answers (see metrics.Liveness).
+        self.liveness = metrics.Liveness(metrics.RELAY_LAST_ROUND)
 
     def captured(self, subject: str) -> bool:
         if (taken := self._captured.get(subject)) is None:
@@ -239,8 +242,9 @@ class Relay:
         self.acks = _Acks(self.nc)
         try:
             await self.acks.start()
-            for spec in self.registry.streams.values():
-                await ensure_stream(self.js, spec)
+            if settings.EVENTBUS["PROVISION_AT_START"]:  # off where NATS is secured: nats_setup made them
+                for spec in self.registry.streams.values():
+                    await ensure_stream(self.js, spec)
             listener = asyncio.create_task(self._listen(stop))
             backlog = asyncio.create_task(self._watch_backlog(stop))
             logger.info("outbox relay running (batch %d, %d worker(s))", self.batch_size, len(self.executors))
@@ -269,6 +273,8 @@ class Relay:
             try:
                 published = await self.relay_once(executor)
             except Exception as exc:
+                if isinstance(exc, OperationalError | InterfaceError):
+                    self.liveness.hold("database")  # healthy meanwhile: a restart would not help
                 if isinstance(exc, OperationalError | InterfaceError | PublishIncomplete):
                     logger.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
                 else:
@@ -282,6 +288,10 @@ class Relay:
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             delay, unexpected = BACKOFF_INITIAL, 0
+            self.liveness.release()
+            self.liveness.progressed()
+            if published > 0:
+                self.liveness.answered()  # JetStream acknowledged (or refused) what it was sent
             if published == BLOCKED:
                 await _sleep_until(stop, BLOCKED_RETRY)
             elif published < self.batch_size:  # drained: wait for a notification, the poll, or stop
@@ -398,6 +408,7 @@ class Relay:
         outcome = _Round([], [], [], [])
         stopped: set[str] = set()
         max_payload = self.nc.max_payload
+        traced = tracing.enabled()
         for wave in range(max(len(events) for events in per_aggregate.values())):
             batch: list[_Row] = []
             for aggregate, events in per_aggregate.items():
@@ -406,10 +417,12 @@ class Relay:
             if not batch:
                 continue
             futures: list[asyncio.Future] = []
+            spans: list = []  # a PRODUCER span per row that carries a trace: its context goes on the wire
             for row in batch:
                 body = row.body.encode()
                 stored = _json(row.headers)
                 headers = {**stored, NATS_MSG_ID: row.message_id} if isinstance(stored, dict) else {}
+                spans.append(tracing.publish_span(row.subject, row.message_id, headers) if traced else None)
                 reason = (
                     refusal(row.subject, body, headers, max_payload=max_payload, captured=self.captured(row.subject))
                     if isinstance(stored, dict)
@@ -422,6 +435,8 @@ class Relay:
                     refused.set_exception(Refused(reason))
                     futures.append(refused)
             results = await _gather_with_timeout(futures, PUBLISH_TIMEOUT)
+            if traced:
+                tracing.end_publish_spans(spans, results)
             for row, result in zip(batch, results, strict=True):
                 if isinstance(result, Refused):
                     outcome.refused.append((row, str(result)))
@@ -452,13 +467,24 @@ class Relay:
                 await _sleep_until(stop, 1.0)
 
     async def _watch_backlog(self, stop: asyncio.Event) -> None:
+        """The outbox gauges (from the database) and the streams' depth (from the server)."""
         while not stop.is_set():
             with contextlib.suppress(Exception):
                 stats = await self.loop.run_in_executor(self.executors[0], _backlog)
                 metrics.OUTBOX_BACKLOG.set(stats["count"])
                 oldest = stats["oldest"]
                 metrics.OUTBOX_OLDEST_AGE.set((timezone.now() - oldest).total_seconds() if oldest else 0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._poll_streams(), timeout=BACKLOG_POLL)
             await _sleep_until(stop, BACKLOG_POLL)
+
+    async def _poll_streams(self) -> None:
+        for name in self.registry.streams:
+            with contextlib.suppress(NotFoundError):  # deleted by hand: ensured again at the next start
+                state = (await self.js.stream_info(name)).state
+                metrics.STREAM_MESSAGES.labels(name).set(state.messages)
+                metrics.STREAM_BYTES.labels(name).set(state.bytes)
+                self.liveness.answered()
 
 
 def _backlog() -> dict:

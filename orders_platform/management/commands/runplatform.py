@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orders_platform.embedded import dev
 from orders_platform.embedded.procs import port_in_use
-from orders_platform.processes import platform_programs, web_options
+from orders_platform.processes import metrics_ports, metrics_urls, platform_programs, web_options
 from orders_platform.supervisor import Supervisor, die_with_parent
 
 DEV_SUPERUSER = ("admin", "admin")
@@ -56,13 +56,18 @@ class Command(BaseCommand):
                 "NATS_URL": ",".join(settings.NATS["SERVERS"]),
             }
             web = web_options()
+            ports = metrics_ports()
+            programs = platform_programs(host=host, port=port, metrics=ports, web_metrics_dir=_web_metrics_dir())
             self.stdout.write(
                 f"\nOrders platform on http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n"
                 f"Web: {_describe(web)}\n"
-                f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\nCtrl-C stops everything.\n"
+                f"Database: {env['DATABASE_URL']}\nNATS: {env['NATS_URL']}\n"
+                "Prometheus metrics (the relay and consumers also answer /healthz on the same port):\n"
+                + "".join(f"  {name:<14} {url}\n" for name, url in metrics_urls(host=host, port=port, metrics=ports))
+                + "Ctrl-C stops everything.\n"
             )
             self.stdout.flush()
-            code = Supervisor(platform_programs(host=host, port=port), env=env).run()
+            code = Supervisor(programs, env=env).run()
         finally:
             if not keep_services:
                 self._stop_embedded()
@@ -119,6 +124,14 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"WEB_PORT/--port must be a TCP port number (1-65535); got {value!r}")
     return int(value)
+
+
+def _web_metrics_dir():
+    """The web workers' PROMETHEUS_MULTIPROC_DIR (gunicorn's master empties it at each start:
+    ``orders_platform/webmetrics.py``)."""
+    path = settings.DATA_DIR / "web-metrics"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _lock_path():
