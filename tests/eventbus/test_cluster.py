@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -34,6 +36,7 @@ from apps.inventory.services import product_ensure
 from apps.orders.models import Order
 from apps.orders.services import order_place
 from apps.payments.models import Payment
+from orders_platform.embedded.procs import wait_until
 from tests.bus import Bus, stop_process, wait_for
 from tests.gateway import Gateway, charges
 from tests.testapp.events import SomethingHappened
@@ -132,8 +135,8 @@ def test_the_stream_leader_dies_twice_while_orders_flow_and_nothing_is_lost_or_a
 
     bus = Bus(SimpleNamespace(url=",".join(urls)))  # NATS_URL: all three servers
     env = {"EVENTBUS_STREAM_REPLICAS": "3"}
-    relay = bus.relay_process(env={**env, "NATS_CLIENT_NAME": "relay"})
-    consumer = bus.consumer_process(CONSUMER, env={**env, "NATS_CLIENT_NAME": "consumer"})
+    relay = Drained(bus.relay_process(env={**env, "NATS_CLIENT_NAME": "relay"}))
+    consumer = Drained(bus.consumer_process(CONSUMER, env={**env, "NATS_CLIENT_NAME": "consumer"}))
     producer = Producer()
     kills: list[dict] = []
     started = time.monotonic()
@@ -152,8 +155,7 @@ def test_the_stream_leader_dies_twice_while_orders_flow_and_nothing_is_lost_or_a
         wait_for(lambda: _drained(urls), 30, "nothing pending")
     finally:
         producer.stop()
-        relay_code, consumer_code = stop_process(relay), stop_process(consumer)
-        relay_out, consumer_out = relay.stdout.read(), consumer.stdout.read()
+        (relay_code, relay_out), (consumer_code, consumer_out) = relay.stop(), consumer.stop()
     elapsed = time.monotonic() - started
 
     sent = dict(OutboxEvent.objects.filter(sent_at__isnull=False).values_list("message_id", "stream_sequence"))
@@ -188,6 +190,37 @@ def test_the_stream_leader_dies_twice_while_orders_flow_and_nothing_is_lost_or_a
     assert ProcessedMessage.objects.filter(consumer=CONSUMER).count() == written
     assert final.num_pending == 0 and final.num_ack_pending == 0
     assert dead_letters == 0
+
+
+class Drained:
+    """A child process whose output is read as it comes: a pipe nobody reads fills up (64 KiB) and
+    then blocks every thread of the child that logs, which looks like a hang of the child."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process, self.lines = process, []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(process.stdout), daemon=True)
+        self.reader.start()
+
+    def send_signal(self, sig) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self) -> tuple[int | str, str]:
+        """SIGTERM (SIGKILL after 30 s, reported as "hung"); the exit code and the whole output."""
+        try:
+            code: int | str = stop_process(self.process)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            code = "hung"
+        self.reader.join(10)
+        return code, "".join(self.lines)
+
+
+def _stop_all(processes: dict[str, Drained]) -> tuple[dict, dict]:
+    codes, outputs = {}, {}
+    for name, process in processes.items():
+        codes[name], outputs[name] = process.stop()
+    return codes, outputs
 
 
 def _setup() -> bool:
@@ -295,8 +328,8 @@ def test_the_order_and_payment_leaders_die_while_orders_are_placed_and_each_is_c
     gateway = Gateway(tmp_path / "ledger.jsonl").start()
     bus = Bus(SimpleNamespace(url=",".join(urls)))
     env = {"EVENTBUS_STREAM_REPLICAS": "3", "PAYMENT_GATEWAY_URL": gateway.url}
-    processes = {"relay": bus.relay_process(env=env)}
-    processes.update({name: bus.consumer_process(name, env=env) for name in SAGA})
+    processes = {"relay": Drained(bus.relay_process(env=env))}
+    processes.update({name: Drained(bus.consumer_process(name, env=env)) for name in SAGA})
     taker = OrderTaker()
     kills: list[dict] = []
     started = time.monotonic()
@@ -307,18 +340,21 @@ def test_the_order_and_payment_leaders_die_while_orders_are_placed_and_each_is_c
             kills.append(_kill_the_leader_and_bring_it_back(nats_cluster, urls, stream))
             time.sleep(2)
         taker.stop()
-        placed = dict(taker.placed)
-        wait_for(lambda: not Order.objects.filter(status="PENDING").exists(), 120, "every order decided")
+        decided = wait_until(lambda: not Order.objects.filter(status="PENDING").exists(), timeout=120, interval=0.2)
+        if not decided:  # what each process is waiting for, in its output (see management/process.py)
+            for process in processes.values():
+                process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
     finally:
         taker.stop()
-        codes = {name: stop_process(process) for name, process in processes.items()}
-        outputs = {name: process.stdout.read() for name, process in processes.items()}
+        codes, outputs = _stop_all(processes)
         try:
             charged = {order_id: charges(gateway, order_id) for order_id, _ in taker.placed}
         finally:
             gateway.stop()
     elapsed = time.monotonic() - started
 
+    placed = dict(taker.placed)
     statuses = Counter(Order.objects.values_list("status", flat=True))
     twice = [order_id for order_id, found in charged.items() if len(found) != 1]
     wrong = [
@@ -333,8 +369,9 @@ def test_the_order_and_payment_leaders_die_while_orders_are_placed_and_each_is_c
         f"charged once {len(placed) - len(twice)}, charged other than once {len(twice)}, wrong amount {len(wrong)}, "
         f"payments {dict(payments)}, dead letters {dead_letters}, {elapsed:.0f}s"
     )
-    for name, code in codes.items():
-        assert code == 0, f"{name}: {outputs[name][-3000:]}"
+    tails = "\n".join(f"--- {name} (exit {codes[name]})\n{outputs[name][-6000:]}" for name in processes)
+    assert decided, f"orders still PENDING after 120 s: {dict(statuses)}\n{tails}"
+    assert all(code == 0 for code in codes.values()), tails
     assert len(kills) == 2 and all(kill["new"] != kill["killed"] for kill in kills)
     assert statuses == {"CONFIRMED": len(placed)}, "every order placed was confirmed, none lost"
     assert twice == [] and wrong == [], f"charged other than once: {twice[:5]}; wrong amount: {wrong[:5]}"

@@ -1,6 +1,8 @@
 """Streams and consumers declared in code; nats_setup creates or updates them idempotently."""
 
 import io
+import signal
+import time
 import urllib.request
 
 import pytest
@@ -63,8 +65,13 @@ def test_runconsumer_serves_prometheus_metrics(bus):
 
         wait_for(lambda: 'outcome="dead_lettered"' in metrics(), timeout=30)
         text = metrics()
+        process.send_signal(signal.SIGUSR1)  # every thread's stack to stderr, and it goes on
+        time.sleep(1)
+        assert http_status(f"http://127.0.0.1:{port}/metrics") == 200, "still serving after SIGUSR1"
     finally:
         assert stop_process(process) == 0
+    output = process.stdout.read()
+    assert "Current thread" in output and "most recent call first" in output, output[-2000:]
     assert (
         'nats_messages_consumed_total{consumer="testing",outcome="handled",subject="testing.happened.v1"} 1.0' in text
     )

@@ -15,6 +15,7 @@ The metrics port (``--metrics-port``, 9100 in the deployments) serves, from a th
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import signal
 import threading
@@ -31,7 +32,9 @@ METRICS_ADDRESS = "0.0.0.0"  # scraped and probed from outside the container
 
 
 def run_until_signalled(worker, *, service: str, metrics_port: int | None) -> None:
-    """Run ``worker.run(stop)`` until a signal sets ``stop``."""
+    """Run ``worker.run(stop)`` until a signal sets ``stop``. SIGUSR1 prints every thread's stack
+    to stderr (``kill -USR1 PID``: what a stuck process is waiting for), and the process goes on."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     tracing.configure(service_name=f"orders-platform-{service}")
     if metrics_port:
         serve_metrics(metrics_port, service=service, liveness=getattr(worker, "liveness", None))
