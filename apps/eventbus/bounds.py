@@ -11,7 +11,7 @@ import json
 import re
 
 from apps.eventbus.headers import CONTROL_PREFIXES, TRUNCATED
-from apps.eventbus.wire import HEADER_NAME
+from apps.eventbus.wire import header_problem
 
 # Headers copied from a stored message to a re-published one (see copyable_headers).
 MAX_COPIED_HEADERS = 32
@@ -97,13 +97,11 @@ def copyable_headers(headers: dict) -> tuple[dict[str, str], list[str]]:
     for name, value in headers.items() if isinstance(headers, dict) else ():
         name_text = str(name)
         ok = (
-            isinstance(value, str)
-            and HEADER_NAME.fullmatch(name_text) is not None
+            header_problem({name_text: value}) is None  # a token name, text nats-py can encode on one line
             and not name_text.lower().startswith(CONTROL_PREFIXES)
             and len(name_text) <= MAX_COPIED_NAME
             and len(value) <= MAX_COPIED_VALUE
-            and not _CONTROL.search(value)
-            and _encodes(value)
+            and not _CONTROL.search(value)  # stricter than the wire: no tab either
             and value.strip() == value
             and len(kept) < MAX_COPIED_HEADERS
             and total + len(name_text) + len(value.encode()) + 4 <= MAX_COPIED_TOTAL
@@ -114,15 +112,6 @@ def copyable_headers(headers: dict) -> tuple[dict[str, str], list[str]]:
         else:
             dropped.append(clean_text(name_text, MAX_COPIED_NAME, single_line=True))
     return kept, dropped
-
-
-def _encodes(text: str) -> bool:
-    """Whether ``text`` is valid UTF-8 once encoded (no lone surrogate), as a header must be."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def log_value(value: str, limit: int = MAX_LOG_VALUE) -> str:
