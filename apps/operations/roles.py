@@ -1,7 +1,8 @@
 """The two operator roles, as groups kept in step with the models on every ``migrate``.
 
 - ``operators``: see everything in the admin; reprocess, edit and discard dead letters;
-  requeue or discard the events the relay set aside; pause and resume consumers.
+  requeue or discard the events the relay set aside; pause and resume consumers; cancel an
+  order, refund a confirmed one; start and cancel replays.
 - ``auditors``: see everything; change nothing.
 
 Anything else is plain Django: staff users get what their own permissions say, superusers
@@ -20,6 +21,9 @@ OPERATOR_ACTIONS = (
     ("eventbus", "discard_deadletter"),
     ("eventbus", "requeue_outboxdeadletter"),
     ("operations", "pause_consumer"),
+    ("operations", "start_replay"),
+    ("orders", "cancel_order"),
+    ("orders", "refund_order"),
 )
 
 

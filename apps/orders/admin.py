@@ -1,14 +1,51 @@
 import uuid
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from apps.audit.selectors import order_timeline
 from apps.common.admin import LargeTableAdmin, admin_link, html_table, pretty_json
 from apps.inventory.selectors import reservations_for_order, stock_decision_for_order
 from apps.payments.selectors import payment_for_order
 
+from . import services
+from .errors import OrderError
 from .models import Order, OrderLine
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        max_length=services.MAX_REASON,
+        help_text="Required: why. It is kept on the order, in its events and in the audit log, with your name.",
+    )
+
+
+# The operator's actions on an order: (permission codename, service, page title, button, what follows).
+ACTIONS = {
+    "cancel": (
+        "cancel_order",
+        services.order_cancel_as_operator,
+        "Cancel an order",
+        "Yes, cancel the order",
+        "The order becomes CANCELLED. Payments refunds what it captured and inventory releases what it "
+        "reserved, each exactly once; the order's payment and stock states follow when they have.",
+    ),
+    "refund": (
+        "refund_order",
+        services.order_refund_as_operator,
+        "Refund a confirmed order",
+        "Yes, refund it",
+        "Payments refunds the whole amount captured, once. The order stays CONFIRMED (the customer keeps "
+        "the goods; no stock is released); its payment state becomes Refunded when payments has refunded.",
+    ),
+}
 
 
 class OrderLineInline(admin.TabularInline):
@@ -52,14 +89,106 @@ class OrderAdmin(LargeTableAdmin):
     inlines = [OrderLineInline]
     fieldsets = [
         (None, {"fields": [
-            "id", "customer_id", "status", "cancel_reason", "total_amount", "currency", "payment_state", "payment_id",
-            "stock_state", "created_at", "updated_at",
+            "id", "customer_id", "status", "cancel_reason", "total_amount", "currency", "money", "payment_state",
+            "payment_id", "stock_state", "refund_requested_at", "refund_reason", "created_at", "updated_at",
         ]}),
         ("Payment", {"fields": ["payment"]}),
         ("Stock", {"fields": ["stock_decision", "reservations"]}),
         ("Events", {"fields": ["timeline"]}),
     ]  # fmt: skip
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+
+    # -- the operator's actions: cancel, refund (permission-checked, audited through services) --
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(view)
+
+        return [
+            path("<uuid:pk>/cancel/", wrap(self.cancel_view), name="orders_order_cancel"),
+            path("<uuid:pk>/refund/", wrap(self.refund_view), name="orders_order_refund"),
+            *super().get_urls(),
+        ]
+
+    @staticmethod
+    def may(request, action: str) -> bool:
+        return request.user.has_perm(f"orders.{ACTIONS[action][0]}")
+
+    @staticmethod
+    def can_cancel(order: Order) -> bool:
+        return Order.Status.CANCELLED in services.TRANSITIONS[order.status]
+
+    @staticmethod
+    def can_refund(order: Order) -> bool:
+        return (
+            order.status == Order.Status.CONFIRMED
+            and order.payment_state == Order.PaymentState.CAPTURED
+            and order.refund_requested_at is None
+            and order.total_amount > 0
+        )
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context.update(
+            can_cancel=obj is not None and self.can_cancel(obj) and self.may(request, "cancel"),
+            can_refund=obj is not None and self.can_refund(obj) and self.may(request, "refund"),
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def cancel_view(self, request, pk: uuid.UUID):
+        return self._action_view(request, pk, "cancel")
+
+    def refund_view(self, request, pk: uuid.UUID):
+        return self._action_view(request, pk, "refund")
+
+    def _action_view(self, request, pk: uuid.UUID, action: str):
+        _, service, title, confirm, consequence = ACTIONS[action]
+        if not self.may(request, action):
+            raise PermissionDenied
+        order = get_object_or_404(Order, pk=pk)
+        page = reverse("admin:orders_order_change", args=[order.pk])
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                service(order_id=str(order.pk), reason=form.cleaned_data["reason"], actor=request.user)
+            except OrderError as exc:
+                self.message_user(request, f"Nothing was done: {exc.message}.", messages.ERROR)
+            else:
+                done = "cancelled" if action == "cancel" else "refund requested"
+                self.message_user(request, f"Order {order.pk}: {done}. {consequence}", messages.SUCCESS)
+            return HttpResponseRedirect(page)
+        return TemplateResponse(
+            request,
+            "admin/orders/order/action.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": title,
+                "order": order,
+                "form": form,
+                "confirm": confirm,
+                "consequence": consequence,
+                "allowed": self.can_cancel(order) if action == "cancel" else self.can_refund(order),
+                "action": action,
+            },
+        )
+
+    @admin.display(description="money")
+    def money(self, order):
+        """What the customer paid and got back, from payments' own record (the truth about money)."""
+        payment = payment_for_order(str(order.pk))
+        if payment is None:
+            return "nothing charged (payments has not seen the order)"
+        amount = f"{payment.amount} {payment.currency}"
+        match payment.status:
+            case payment.Status.CAPTURED:
+                return f"charged {amount}; kept"
+            case payment.Status.REFUNDED:
+                return f"charged {amount}; refunded {amount}; kept 0.00 {payment.currency}"
+            case payment.Status.PENDING:
+                return f"a charge of {amount} is in flight"
+            case payment.Status.NO_CHARGE:
+                return "nothing charged (zero total)"
+        return f"nothing charged ({payment.get_status_display().lower()}: {payment.failure_reason or '-'})"
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

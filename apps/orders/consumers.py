@@ -14,8 +14,12 @@ registry.register_consumer(
             "payments.failed.v1": f"{H}.on_outcomes",
             "inventory.reserved.v1": f"{H}.on_outcomes",
             "inventory.rejected.v1": f"{H}.on_outcomes",
+            # Compensation done: the order shows its money refunded and its stock released.
+            "payments.refunded.v1": f"{H}.on_outcomes",
+            "inventory.released.v1": f"{H}.on_outcomes",
         },
-        description="The order saga: confirms an order paid and reserved, cancels it when either fails",
+        description="The order saga: confirms an order paid and reserved, cancels it when either fails; "
+        "records refunds and releases",
         gauges=("apps.orders.monitoring.refresh_gauges",),  # orders_stuck, orders_pending_oldest_age_seconds
     )
 )

@@ -4,6 +4,7 @@ from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apps.eventbus.contracts import Event
+from apps.eventbus.events import OperatorAction
 from apps.eventbus.money import Money
 
 
@@ -50,3 +51,32 @@ class OrderCancelled(Event):
     order_id: str
     reason: str = Field(max_length=500)
     currency: str = Field(default_factory=lambda: settings.PLATFORM_CURRENCY, pattern=r"^[A-Z]{3}$")
+
+
+class OrderRefundRequested(Event):
+    """An operator refunds a CONFIRMED order: payments gives back what it captured (once: the
+    provider's idempotency key is the order's); the order stays CONFIRMED (the customer keeps
+    the goods, stock is not released)."""
+
+    subject = "orders.refund_requested.v1"
+    order_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(max_length=500)
+
+
+class OrderOperatorAction(OperatorAction):
+    """An operator (or the platform's stuck-orders policy: no actor) acted on an order; the
+    event's ``correlation_id`` is the order's id, so it shows on the order's timeline."""
+
+    order_id: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=500)
+    status_before: str = Field(max_length=10)
+
+
+class OrderCancelledByOperator(OrderOperatorAction):
+    subject = "operator.order_cancelled.v1"
+
+
+class OrderRefundRequestedByOperator(OrderOperatorAction):
+    subject = "operator.order_refund_requested.v1"
+    amount: Money
+    currency: str = Field(pattern=r"^[A-Z]{3}$")

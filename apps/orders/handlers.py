@@ -7,15 +7,17 @@ from apps.eventbus.bounds import truncate
 from apps.eventbus.consuming.delivery import Delivery
 from apps.eventbus.deadletters.codec import DeadLetterHeaders
 from apps.eventbus.registry import DLQ_PREFIX, batch_handler
-from apps.inventory.events import InventoryRejected, InventoryReserved
-from apps.payments.events import PaymentCompleted, PaymentFailed
+from apps.inventory.events import InventoryRejected, InventoryReleased, InventoryReserved
+from apps.payments.events import PaymentCompleted, PaymentFailed, PaymentRefunded
 
 from . import services
 from .events import OrderCreated
 from .models import Order
 from .services import Outcome, OutcomeKind, SagaStep
 
-OutcomeEvent = PaymentCompleted | PaymentFailed | InventoryReserved | InventoryRejected
+OutcomeEvent = (
+    PaymentCompleted | PaymentFailed | PaymentRefunded | InventoryReserved | InventoryRejected | InventoryReleased
+)
 
 MAX_REASON = Order._meta.get_field("cancel_reason").max_length
 MAX_ORDER_ID = 100
@@ -38,6 +40,10 @@ def outcome_of(event: OutcomeEvent) -> Outcome:
         case InventoryRejected():
             short = ", ".join(f"{line.sku} ({line.reason})" for line in event.lines)
             return Outcome(kind=OutcomeKind.STOCK_REJECTED, reason=f"stock rejected: {short}", **envelope)
+        case PaymentRefunded():
+            return Outcome(kind=OutcomeKind.PAYMENT_REFUNDED, **envelope)
+        case InventoryReleased():
+            return Outcome(kind=OutcomeKind.STOCK_RELEASED, **envelope)
     raise TypeError(f"not a saga outcome: {type(event).__name__}")
 
 

@@ -14,11 +14,13 @@ class Order(models.Model):
         UNKNOWN = "unknown"
         CAPTURED = "captured"
         FAILED = "failed"
+        REFUNDED = "refunded"  # payments.refunded.v1: the captured amount went back to the customer
 
     class StockState(models.TextChoices):
         UNKNOWN = "unknown"
         RESERVED = "reserved"
         REJECTED = "rejected"
+        RELEASED = "released"  # inventory.released.v1: what was reserved is back on the shelf
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     customer_id = models.CharField(max_length=100, db_index=True)
@@ -30,6 +32,10 @@ class Order(models.Model):
     payment_id = models.CharField(max_length=100, blank=True)
     stock_state = models.CharField(max_length=10, choices=StockState.choices, default=StockState.UNKNOWN)
     cancel_reason = models.CharField(max_length=500, blank=True)
+    # An operator asked payments to refund this CONFIRMED order (it stays CONFIRMED: the customer
+    # keeps the goods); payment_state becomes REFUNDED when payments.refunded.v1 is heard.
+    refund_requested_at = models.DateTimeField(null=True, blank=True)
+    refund_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     # When the saga first left PENDING (CONFIRMED or CANCELLED): placed -> decided is the saga's latency.
@@ -40,6 +46,10 @@ class Order(models.Model):
         constraints = [models.CheckConstraint(condition=Q(total_amount__gte=0), name="order_total_not_negative")]
         # Only undecided orders: keeps the stuck-orders gauge (apps/orders/monitoring.py) cheap.
         indexes = [models.Index(fields=["created_at"], name="orders_pending_created", condition=Q(status="PENDING"))]
+        permissions = [
+            ("cancel_order", "Can cancel an order (payments refunds and inventory releases what it holds)"),
+            ("refund_order", "Can refund a confirmed order (it stays confirmed)"),
+        ]
 
     def __str__(self) -> str:
         return f"order {self.id} {self.status}"

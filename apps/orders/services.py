@@ -14,12 +14,21 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
+from apps.eventbus.bounds import clean_text
 from apps.eventbus.contracts import Event
+from apps.eventbus.events import actor_fields
 from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
 from apps.inventory.selectors import product_prices
 
 from .errors import InvalidOrder, InvalidTransition, OrderNotFound, UnknownSku
-from .events import OrderCancelled, OrderConfirmed, OrderCreated
+from .events import (
+    OrderCancelled,
+    OrderCancelledByOperator,
+    OrderConfirmed,
+    OrderCreated,
+    OrderRefundRequested,
+    OrderRefundRequestedByOperator,
+)
 from .events import OrderLine as OrderLineContract
 from .models import Order, OrderLine
 
@@ -91,6 +100,8 @@ class OutcomeKind(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     STOCK_RESERVED = "stock_reserved"
     STOCK_REJECTED = "stock_rejected"
+    PAYMENT_REFUNDED = "payment_refunded"  # compensation (or an operator's refund) done by payments
+    STOCK_RELEASED = "stock_released"  # compensation done by inventory
     STEP_FAILED = "step_failed"  # a step gave up on the order (it dead-lettered orders.created.v1)
 
 
@@ -106,6 +117,28 @@ _STEP_SUCCEEDED = {
     SagaStep.PAYMENT: ("payment_state", Order.PaymentState.CAPTURED),
     SagaStep.STOCK: ("stock_state", Order.StockState.RESERVED),
 }
+
+
+# How far each step's state has gone: outcomes arrive in any order (each stream is read on its
+# own), and a late capture must not hide the refund that followed it, nor a late reservation
+# the release. An outcome never moves a state back to a lower rank.
+_RANK = {
+    Order.PaymentState.UNKNOWN: 0,
+    Order.PaymentState.CAPTURED: 1,
+    Order.PaymentState.FAILED: 1,
+    Order.PaymentState.REFUNDED: 2,
+    Order.StockState.UNKNOWN: 0,
+    Order.StockState.RESERVED: 1,
+    Order.StockState.REJECTED: 1,
+    Order.StockState.RELEASED: 2,
+}
+
+
+def _moves_on(current: str, heard: str) -> bool:
+    """Whether a fact heard changes the order: a state only forward (by ``_RANK``), anything else when it differs."""
+    if current == heard:
+        return False
+    return heard not in _RANK or current not in _RANK or _RANK[heard] >= _RANK[current]
 
 
 @dataclass(frozen=True)
@@ -131,6 +164,10 @@ class Outcome:
                 return {"stock_state": Order.StockState.RESERVED}
             case OutcomeKind.STOCK_REJECTED:
                 return {"stock_state": Order.StockState.REJECTED}
+            case OutcomeKind.PAYMENT_REFUNDED:
+                return {"payment_state": Order.PaymentState.REFUNDED}
+            case OutcomeKind.STOCK_RELEASED:
+                return {"stock_state": Order.StockState.RELEASED}
             case OutcomeKind.STEP_FAILED:
                 return {}  # nothing was heard from the step: it failed before it decided
 
@@ -163,7 +200,7 @@ def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
             UNKNOWN_ORDER_OUTCOMES.labels(outcome.subject).inc()
             logger.info("outcome %s for an order this platform did not create: %s", outcome.subject, outcome.order_id)
             continue
-        facts = {name: value for name, value in outcome.facts().items() if getattr(order, name) != value}
+        facts = {name: value for name, value in outcome.facts().items() if _moves_on(getattr(order, name), value)}
         for name, value in facts.items():
             setattr(order, name, value)
         if facts:
@@ -270,6 +307,74 @@ def order_cancel(*, order_id: str, reason: str, causation_id: str | None = None)
     order.save(update_fields=decision.fields)
     outbox_write(decision.event)
     return order
+
+
+MAX_REASON = 500
+
+
+def order_cancel_as_operator(*, order_id: str, reason: str, actor) -> Order:
+    """An operator's cancellation (``actor`` None: the platform's stuck-orders policy):
+    PENDING or CONFIRMED -> CANCELLED, with ``orders.cancelled.v1`` (payments refunds what it
+    captured, inventory releases what it reserved, each exactly once) and
+    ``operator.order_cancelled.v1`` naming who and why, in one transaction. Raises
+    :class:`OrderNotFound`, :class:`InvalidTransition` (decided already: cancelled), or
+    :class:`InvalidOrder` (no reason)."""
+    reason = _operator_reason(reason)
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is None:
+            raise OrderNotFound(f"no order {order_id}")
+        before = order.status
+        decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=None)
+        order.save(update_fields=decision.fields)
+        action = OrderCancelledByOperator(
+            order_id=str(order.pk), reason=reason, status_before=before, correlation_id=str(order.pk),
+            **actor_fields(actor),
+        )  # fmt: skip
+        # The domain event is caused by the operator's action: the timeline reads them in order.
+        outbox_write_many([action, decision.event.model_copy(update={"causation_id": action.message_id})])
+    return order
+
+
+def order_refund_as_operator(*, order_id: str, reason: str, actor) -> Order:
+    """An operator refunds a CONFIRMED order whose payment was captured: the order stays
+    CONFIRMED (the customer keeps the goods, stock is not released) and payments refunds the
+    whole amount once (``orders.refund_requested.v1``); ``operator.order_refund_requested.v1``
+    names who and why. The order's payment_state becomes REFUNDED when payments says so.
+    Raises :class:`InvalidTransition` when the order is not CONFIRMED, nothing was charged,
+    or a refund was asked for already."""
+    reason = _operator_reason(reason)
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order is None:
+            raise OrderNotFound(f"no order {order_id}")
+        if order.status != Order.Status.CONFIRMED:
+            raise InvalidTransition(f"order {order.pk} is {order.status}; only a CONFIRMED order is refunded")
+        if order.refund_requested_at is not None or order.payment_state == Order.PaymentState.REFUNDED:
+            raise InvalidTransition(f"order {order.pk}: a refund was asked for already")
+        if order.payment_state != Order.PaymentState.CAPTURED or order.total_amount == 0:
+            raise InvalidTransition(f"order {order.pk}: nothing was charged, so nothing is refunded")
+        order.refund_requested_at, order.refund_reason = timezone.now(), reason
+        order.save(update_fields=["refund_requested_at", "refund_reason", "updated_at"])
+        action = OrderRefundRequestedByOperator(
+            order_id=str(order.pk), reason=reason, status_before=order.status, amount=order.total_amount,
+            currency=order.currency, correlation_id=str(order.pk), **actor_fields(actor),
+        )  # fmt: skip
+        request = OrderRefundRequested(
+            order_id=str(order.pk), reason=reason, correlation_id=str(order.pk), causation_id=action.message_id
+        )
+        outbox_write_many([action, request])
+    return order
+
+
+def _operator_reason(reason: str) -> str:
+    """One line of printable text, 1..500 characters: it goes into a column, the audit log and events."""
+    text = clean_text(" ".join(str(reason)[: MAX_REASON * 4].split()), single_line=True)
+    if not text:
+        raise InvalidOrder("say why (a reason is required)", fields={"reason": "required"})
+    if len(text) > MAX_REASON:
+        raise InvalidOrder(f"the reason is longer than {MAX_REASON} characters", fields={"reason": "too long"})
+    return text
 
 
 @dataclass(frozen=True)

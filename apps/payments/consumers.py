@@ -7,8 +7,10 @@ registry.register_consumer(
         handlers={
             "orders.created.v1": "apps.payments.handlers.on_order_created",
             "orders.cancelled.v1": "apps.payments.handlers.on_order_cancelled",
+            "orders.refund_requested.v1": "apps.payments.handlers.on_refund_requested",
         },
-        description="Charges new orders through the gateway (idempotency key per order), refunds cancelled ones; "
+        description="Charges new orders through the gateway (idempotency key per order), refunds cancelled ones "
+        "and those an operator refunds; "
         "the provider is called for many orders at once, outside the batch's transaction",
         batch_size=100,
         pipeline=8,  # batches whose provider calls overlap; PAYMENT_GATEWAY_CONCURRENCY bounds the calls

@@ -2,7 +2,7 @@
 transaction (``prepare``), many orders at once; the handlers record its answers."""
 
 from apps.eventbus.registry import batch_handler
-from apps.orders.events import OrderCancelled, OrderCreated
+from apps.orders.events import OrderCancelled, OrderCreated, OrderRefundRequested
 
 from .services import (
     ChargeAnswer,
@@ -10,6 +10,7 @@ from .services import (
     payment_charges_record,
     payment_charges_request,
     payment_refund_for_cancellation,
+    payment_refund_requested,
     payment_refunds_request,
 )
 
@@ -20,7 +21,7 @@ def charge_orders(events: list[OrderCreated]) -> dict:
     )
 
 
-def refund_orders(events: list[OrderCancelled]) -> dict:
+def refund_orders(events: list[OrderCancelled] | list[OrderRefundRequested]) -> dict:
     return payment_refunds_request(order_ids=[event.order_id for event in events])
 
 
@@ -39,4 +40,12 @@ def on_order_cancelled(events: list[OrderCancelled], answers: dict) -> None:
             currency=event.currency,
             causation_id=event.message_id,
             answer=answers.get(event.order_id),
+        )
+
+
+@batch_handler(prepare=refund_orders)
+def on_refund_requested(events: list[OrderRefundRequested], answers: dict) -> None:
+    for event in events:
+        payment_refund_requested(
+            order_id=event.order_id, causation_id=event.message_id, answer=answers.get(event.order_id)
         )

@@ -203,9 +203,27 @@ def payment_refund_for_cancellation(
     )  # fmt: skip
     if created:
         return payment  # cancelled before its order reached payments: it will not be charged
+    return _record_refund(payment, answer=answer, causation_id=causation_id)
+
+
+def payment_refund_requested(
+    *, order_id: str, causation_id: str, answer: ProviderAnswer | None = None
+) -> Payment | None:
+    """Record the refund an operator asked for (``orders.refund_requested.v1``) of a CONFIRMED
+    order's captured payment, once: a payment refunded already (a redelivery, or the order was
+    also cancelled) or never captured (NO_CHARGE) is left as it is. Call inside a transaction."""
+    payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+    if payment is None:  # a confirmed order always has its payment; an order of another platform
+        raise PermanentError(f"order {order_id} has no payment here: nothing to refund")
+    return _record_refund(payment, answer=answer, causation_id=causation_id)
+
+
+def _record_refund(payment: Payment, *, answer: ProviderAnswer | None, causation_id: str) -> Payment:
+    """The provider's answer to ``payment_refunds_request`` for a locked payment: REFUNDED with
+    its ``payments.refunded.v1``, once; anything but a CAPTURED payment is left alone."""
     if payment.status == Payment.Status.PENDING:
         raise RetryableError(
-            f"the charge of order {order_id} is in flight; its refund waits for the answer",
+            f"the charge of order {payment.order_id} is in flight; its refund waits for the answer",
             delay=CHARGE_IN_FLIGHT_RETRY_SECONDS,
         )
     if payment.status != Payment.Status.CAPTURED:
@@ -213,13 +231,13 @@ def payment_refund_for_cancellation(
     if isinstance(answer, Exception):
         raise answer
     if answer is None:  # captured since the refund was asked for
-        raise RetryableError(f"order {order_id} was charged meanwhile; refunding it next", delay=0.1)
+        raise RetryableError(f"order {payment.order_id} was charged meanwhile; refunding it next", delay=0.1)
     payment.status, payment.gateway_refund_id = Payment.Status.REFUNDED, answer
     payment.save(update_fields=["status", "gateway_refund_id", "updated_at"])
     outbox_write(
         PaymentRefunded(
-            order_id=order_id, payment_id=str(payment.pk), amount=payment.amount, currency=payment.currency,
-            gateway_refund_id=answer, correlation_id=order_id, causation_id=causation_id,
+            order_id=payment.order_id, payment_id=str(payment.pk), amount=payment.amount, currency=payment.currency,
+            gateway_refund_id=answer, correlation_id=payment.order_id, causation_id=causation_id,
         )
     )  # fmt: skip
     return payment

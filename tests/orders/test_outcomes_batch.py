@@ -190,7 +190,10 @@ def test_the_saga_duration_is_observed_once_per_decision_when_the_batch_commits(
 
 def test_the_orders_consumer_hands_every_outcome_subject_to_one_batch_handler():
     spec = registry.consumer("orders")
-    subjects = ["payments.completed.v1", "payments.failed.v1", "inventory.reserved.v1", "inventory.rejected.v1"]
+    subjects = [
+        "payments.completed.v1", "payments.failed.v1", "payments.refunded.v1",
+        "inventory.reserved.v1", "inventory.rejected.v1", "inventory.released.v1",
+    ]  # fmt: skip
     handlers_ = {spec.handler_for(subject) for subject in subjects}
     assert handlers_ == {handlers.on_outcomes} and is_batch_handler(handlers.on_outcomes)
 

@@ -59,6 +59,9 @@ def test_an_order_out_of_stock_is_cancelled_and_its_charge_refunded_exactly_once
     wait_for(lambda: Payment.objects.get(order_id=str(cancelled.pk)).status == "REFUNDED", timeout=30)
     (charge,) = charges(platform, cancelled.pk)
     assert charge["amount_refunded"] == charge["amount"] == "10.00"
+    # The order says so too (it used to read "captured" for ever): the orders consumer hears the refund.
+    wait_for(lambda: Order.objects.get(pk=cancelled.pk).payment_state == "refunded", timeout=30)
+    assert Order.objects.get(pk=cancelled.pk).stock_state == "rejected"
 
 
 def test_orders_are_accepted_during_a_gateway_outage_and_charged_after_it(platform):
@@ -156,6 +159,28 @@ def test_a_customer_cancellation_of_a_confirmed_order_refunds_and_releases_once(
     wait_for(lambda: Product.objects.get(sku="KB").stock_on_hand == 100, timeout=30)
     (charge,) = charges(platform, order.pk)
     assert charge["amount_refunded"] == charge["amount"] == "359.60"
+
+
+def test_an_operator_cancels_one_confirmed_order_and_refunds_another_each_refunded_once(platform, client, operator):
+    """Through the admin, as an operator would; the orders hear what payments and inventory did."""
+    kept, returned = (order_place(customer_id="c", lines=[("KB", 1)]) for _ in range(2))
+    assert final(kept) == final(returned) == "CONFIRMED"
+    client.force_login(operator)
+    client.post(f"/admin/orders/order/{returned.pk}/cancel/", {"reason": "customer returned it"})
+    client.post(f"/admin/orders/order/{kept.pk}/refund/", {"reason": "goodwill: arrived late"})
+    client.post(f"/admin/orders/order/{kept.pk}/refund/", {"reason": "clicked twice"})  # refused: one refund
+
+    def settled(order) -> tuple[str, str, str]:
+        order.refresh_from_db()
+        return order.status, order.payment_state, order.stock_state
+
+    wait_for(lambda: settled(returned) == ("CANCELLED", "refunded", "released"), timeout=30)
+    wait_for(lambda: settled(kept) == ("CONFIRMED", "refunded", "reserved"), timeout=30)
+    assert Product.objects.get(sku="KB").stock_on_hand == 99, "the refunded order keeps its goods"
+    for order in (kept, returned):
+        (charge,) = charges(platform, order.pk)
+        assert charge["amount_refunded"] == charge["amount"] == "89.90"
+        assert Payment.objects.get(order_id=str(order.pk)).status == "REFUNDED"
 
 
 def test_an_orders_timeline_lists_its_events_in_order(platform, bus):
