@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from . import health
+from . import health, webmetrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -9,5 +9,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/session/", include("rest_framework.urls")),  # the browsable API's sign-in and sign-out
     path("api/", include("apps.api.urls")),
-    path("", include("django_prometheus.urls")),
+    # django-prometheus's page, plus figures read from the database when scraped (webmetrics.py)
+    path("metrics", webmetrics.metrics, name="prometheus-django-metrics"),
 ]

@@ -14,10 +14,17 @@ asks for: the master removes the metrics files of a previous run before its firs
 Limits of the mode, all acceptable here: no ``process_*``/``python_*`` collectors in the web's
 output; gauges are reported per worker (``pid`` label) unless they declare a
 ``multiprocess_mode``; a gauge can not use ``set_function``.
+
+The web's ``/metrics`` (:func:`metrics`) is django-prometheus's page followed by figures read
+from the database when scraped (:func:`scraped_registry`): what a Celery task leaves in a table
+(the outbox reconciliation's last run) has no process of its own to serve it, since the worker's
+prefork children serve no ``/metrics``. Every web replica reports the same values there:
+aggregate with ``max``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -43,3 +50,28 @@ def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def metrics(request):
+    """``GET /metrics``: django-prometheus's page (every gunicorn worker's metrics in multiprocess
+    mode), then the figures read at scrape time."""
+    from django_prometheus.exports import ExportToDjangoView
+    from prometheus_client import generate_latest
+
+    response = ExportToDjangoView(request)
+    response.content = response.content + generate_latest(scraped_registry())
+    return response
+
+
+@functools.cache
+def scraped_registry():
+    """Collectors that read the database when scraped, in a registry of their own: not in
+    prometheus_client's global one, which other processes (and tests) collect without a database.
+    Imported late: gunicorn's configuration imports this module before Django is set up."""
+    from prometheus_client import CollectorRegistry
+
+    from apps.eventbus.producing.reconciliation import RunsCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RunsCollector())
+    return registry

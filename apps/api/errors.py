@@ -27,3 +27,21 @@ class EndpointNotFound(APIException):
     status_code = status.HTTP_404_NOT_FOUND
     default_code = "not_found"
     default_detail = "No such endpoint."
+
+
+class InvalidFingerprint(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_fingerprint"
+    default_detail = "A dead-letter group's fingerprint is 64 lowercase hexadecimal digits (SHA-256)."
+
+
+class BulkReprocessActive(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "bulk_reprocess_active"
+    default_detail = "A bulk reprocess is already queued or running for this consumer; wait for it or cancel it."
+
+
+class NothingOpenInGroup(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "dead_letter_group_closed"
+    default_detail = "The group has no open dead letter (all resolved or discarded)."

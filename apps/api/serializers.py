@@ -10,8 +10,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from apps.eventbus.deadletters.fingerprint import FINGERPRINT
+from apps.eventbus.deadletters.selectors import GROUP_STATUSES
 from apps.eventbus.models import DeadLetter, DeadLetterEvent
 from apps.inventory.models import Product
+from apps.operations.models import BulkReprocess
+from apps.operations.services import MAX_BULK_DISCARD
 from apps.orders.models import Order, OrderLine
 
 SERVER_SET_FIELDS = frozenset(
@@ -41,6 +45,15 @@ class StrictIntegerField(serializers.IntegerField):
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number, never a string or a boolean."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -130,6 +143,20 @@ class DeadLetterDiscardSerializer(StrictSerializer):
     reason = StrictCharField(max_length=2000, help_text="Why it is discarded; kept in its history.")
 
 
+class DeadLetterGroupReprocessSerializer(StrictSerializer):
+    """How fast the group's bulk run goes (optional)."""
+
+    def get_fields(self):
+        return {
+            "rate": StrictFloatField(
+                required=False,
+                min_value=0.1,
+                max_value=settings.BULK_REPROCESS_MAX_RATE,
+                help_text="Dead letters per second, at most; default `BULK_REPROCESS_RATE`.",
+            )
+        }
+
+
 class TokenCreateSerializer(StrictSerializer):
     """A user's credentials."""
 
@@ -153,6 +180,27 @@ class DeadLetterFilterSerializer(serializers.Serializer):
     search = serializers.CharField(
         required=False, max_length=100, help_text="An order id (the correlation id) or a message id, exactly."
     )
+    fingerprint = serializers.RegexField(
+        f"^{FINGERPRINT.pattern}$", required=False, help_text="A group's fingerprint: its dead letters only."
+    )
+
+
+class DeadLetterGroupFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=list(GROUP_STATUSES),
+        default="open",
+        help_text="Groups with a dead letter in this status: `open` (pending, reprocessing or failed again), `all`, "
+        "or one status.",
+    )
+    consumer = serializers.CharField(required=False, max_length=100)
+    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1_000_000)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["page_size"] = serializers.IntegerField(
+            required=False, min_value=1, max_value=settings.API["MAX_PAGE_SIZE"], help_text="Groups per page."
+        )
+        return fields
 
 
 # Output ----------------------------------------------------------------------------------
@@ -296,3 +344,60 @@ class ConsumerPauseSerializer(StrictSerializer):
         if value <= timezone.now():
             raise serializers.ValidationError("Must be in the future.")
         return value
+
+
+class DeadLetterGroupSerializer(serializers.Serializer):
+    """The dead letters that failed the same way (``apps.eventbus.deadletters.selectors.DeadLetterGroup``)."""
+
+    fingerprint = serializers.CharField(help_text="SHA-256 (hex) of consumer, subject, error type, signature, frame.")
+    consumer = serializers.CharField()
+    subject = serializers.CharField()
+    error_type = serializers.CharField()
+    signature = serializers.CharField(help_text="The error with its ids, numbers and quoted values as placeholders.")
+    frame = serializers.CharField(help_text="Where it was raised (`file:function`); empty when unknown.")
+    count = serializers.IntegerField(help_text="Dead letters in the statuses asked for (the group's open ones, alone).")
+    open = serializers.IntegerField(help_text="Pending, reprocessing or failed again.")
+    total = serializers.IntegerField(help_text="In every status.")
+    by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Every status, zeros included.")
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    sample_id = serializers.IntegerField(help_text="The latest in the statuses asked for (any status if none).")
+
+
+class DeadLetterGroupPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Groups matching, on every page.")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = DeadLetterGroupSerializer(many=True)
+
+
+class DeadLetterGroupDetailSerializer(DeadLetterGroupSerializer):
+    """A group with its sample dead letter (the group's only in the context)."""
+
+    sample = serializers.SerializerMethodField()
+
+    @extend_schema_field(DeadLetterSerializer)
+    def get_sample(self, group) -> dict:
+        return DeadLetterSerializer(self.context["sample"]).data
+
+
+class BulkReprocessRunSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = BulkReprocess
+        fields = ["id", "consumer", "status", "rate", "total", "reprocessed", "skipped", "description", "created_by",
+                  "created_at"]  # fmt: skip
+
+
+class DeadLetterGroupReprocessedSerializer(serializers.Serializer):
+    runs = BulkReprocessRunSerializer(many=True, help_text="The bulk run started (one: a group is one consumer's).")
+
+
+class DeadLetterGroupDiscardedSerializer(serializers.Serializer):
+    discarded = serializers.IntegerField()
+    remaining = serializers.IntegerField(
+        help_text=f"Still open: past the most one request discards ({MAX_BULK_DISCARD}), or recorded meanwhile; "
+        "discard again."
+    )
+    group = DeadLetterGroupSerializer()

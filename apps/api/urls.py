@@ -6,6 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .views.auth import EndpointNotFoundApi, TokenCreateApi
 from .views.consumers import ConsumerListApi, ConsumerPauseApi, ConsumerResumeApi
+from .views.dead_letter_groups import (
+    DeadLetterGroupDetailApi,
+    DeadLetterGroupDiscardApi,
+    DeadLetterGroupListApi,
+    DeadLetterGroupReprocessApi,
+)
 from .views.dead_letters import DeadLetterDetailApi, DeadLetterDiscardApi, DeadLetterListApi, DeadLetterReprocessApi
 from .views.orders import OrderCancelApi, OrderDetailApi, OrderListCreateApi
 from .views.products import ProductDetailApi, ProductListApi
@@ -27,6 +33,19 @@ urlpatterns = [
         "dead-letters/<str:dead_letter_id>/reprocess/", DeadLetterReprocessApi.as_view(), name="dead-letter-reprocess"
     ),
     path("dead-letters/<str:dead_letter_id>/discard/", DeadLetterDiscardApi.as_view(), name="dead-letter-discard"),
+    # Operators: dead letters grouped by the fingerprint of their failure.
+    path("dead-letter-groups/", DeadLetterGroupListApi.as_view(), name="dead-letter-groups"),
+    path("dead-letter-groups/<str:fingerprint>/", DeadLetterGroupDetailApi.as_view(), name="dead-letter-group"),
+    path(
+        "dead-letter-groups/<str:fingerprint>/reprocess/",
+        DeadLetterGroupReprocessApi.as_view(),
+        name="dead-letter-group-reprocess",
+    ),
+    path(
+        "dead-letter-groups/<str:fingerprint>/discard/",
+        DeadLetterGroupDiscardApi.as_view(),
+        name="dead-letter-group-discard",
+    ),
     # Operators: consumers and streams.
     path("consumers/", ConsumerListApi.as_view(), name="consumers"),
     path("consumers/<str:name>/pause/", ConsumerPauseApi.as_view(), name="consumer-pause"),

@@ -99,3 +99,35 @@ def actor_fields(actor) -> dict:
     if actor is None or not getattr(actor, "pk", None):
         return {"actor": "", "actor_id": None}
     return {"actor": actor.get_username(), "actor_id": actor.pk}
+
+
+# -- outbox <-> stream reconciliation (producing/reconciliation.py) ---------------------------
+
+from datetime import datetime  # noqa: E402 - appended with the contracts below
+from typing import Annotated  # noqa: E402
+
+MAX_REPORTED_IDS = 50  # republished message ids one event names; the run's row keeps more
+
+
+class OutboxReconciliationRequested(OperatorAction):
+    """An operator asked for a reconciliation run now (the cockpit's "Run now")."""
+
+    subject = "operator.outbox_reconciliation_requested.v1"
+    run_id: int
+
+
+class OutboxReconciled(OperatorAction):
+    """A reconciliation run found sent events missing from their stream (or rows it could not
+    check or republish). ``actor``: the operator who asked for the run, empty for the schedule."""
+
+    subject = "operator.outbox_reconciled.v1"
+    run_id: int
+    window_start: datetime
+    window_end: datetime
+    checked: int = Field(ge=0)
+    missing: int = Field(ge=0)
+    republished: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    republished_message_ids: tuple[Annotated[str, Field(max_length=100)], ...] = Field(
+        default=(), max_length=MAX_REPORTED_IDS
+    )

@@ -25,6 +25,9 @@ EVENT_TYPE = "Event-Type"  # the subject without its version: orders.created
 # W3C trace context (written and read by OpenTelemetry's propagator, see tracing.py):
 # ``traceparent``, ``tracestate``.
 
+# -- an outbox event republished by the reconciliation (producing/reconciliation.py) --------
+RECONCILED_ID = "Eventbus-Reconciled-Id"  # the event's broker id, on a copy republished without Nats-Msg-Id
+
 # -- a redelivery: one dead letter delivered again to the one consumer that failed it --------
 ORIGINAL_SUBJECT = "Eventbus-Original-Subject"  # the contract subject (it travels on redeliver.<STREAM>.<consumer>)
 LEDGER_KEY = "Eventbus-Message-Id"  # the ledger key of the message that failed

@@ -37,11 +37,19 @@ orders_ended_by_dead_letter_total {step}           saga-failures consumer      o
 orders_unknown_order_outcomes_total {subject}      orders consumer             outcomes for orders never created here
 orders_stuck                                       orders consumer, polled     alert OrdersStuck
                                                      (apps/orders/monitoring.py)
+orders_stuck_waiting {waiting_on}                  orders consumer, polled     which step the stuck orders wait on;
+                                                                                 why: the Stuck orders admin page
 orders_pending_oldest_age_seconds                  orders consumer, polled     age of the oldest PENDING order
 payment_gateway_circuit_open                       payments consumer           alert PaymentGatewayCircuitOpen
                                                      (apps/payments/gateway.py)
 payment_gateway_circuit_openings_total             payments consumer           how often the provider failed us
 orders_platform_django_http_*                      web (django-prometheus)     per-view latency, 5xx rate
+eventbus_reconcile_last_run_{checked,missing,      web, read from the last     missing > 0: events a stream lost,
+  republished,failed}                                ReconciliationRun at        republished (the cockpit's
+                                                     scrape time                 Outbox reconciliation page)
+eventbus_reconcile_last_run_succeeded,             web, the same               0, or an old timestamp: the
+  ..._last_run_timestamp_seconds,                                                reconciliation is not running
+  ..._last_success_timestamp_seconds
 =================================================  ==========================  ==================================
 
 Where a gauge describes something shared (a stream, a durable consumer, the outbox, the

@@ -77,6 +77,16 @@ class DeadLetter(models.Model):
     error_type = models.CharField(max_length=200)
     error = models.TextField()
     traceback = models.TextField(blank=True, help_text="Where the handler failed (empty for a message refused before)")
+    # The group of its (latest) failure: deadletters/fingerprint.py, set with every failure recorded.
+    fingerprint = models.CharField(
+        max_length=64, blank=True, default="", help_text="SHA-256 of consumer, subject, error type, signature, frame"
+    )
+    error_signature = models.CharField(
+        max_length=500, blank=True, default="", help_text="The error with its variable parts as placeholders"
+    )
+    error_frame = models.CharField(
+        max_length=300, blank=True, default="", help_text="Where it was raised (file:function)"
+    )
     attempts = models.PositiveIntegerField()
     first_failed_at = models.DateTimeField()
     last_failed_at = models.DateTimeField()
@@ -97,6 +107,8 @@ class DeadLetter(models.Model):
             models.Index(fields=["correlation_id"], name="dead_letter_correlation_idx"),
             models.Index(fields=["message_id"], name="dead_letter_message_idx"),
             models.Index(fields=["-last_failed_at", "-id"], name="dead_letter_recent_idx"),
+            # A group's rows (its page, its actions) and the groups query's semi-join.
+            models.Index(fields=["fingerprint", "status"], name="dead_letter_fingerprint_idx"),
         ]
         ordering = ["-last_failed_at", "-id"]
         permissions = [
@@ -184,3 +196,49 @@ class OutboxDeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} {self.message_id}"
+
+
+class ReconciliationRun(models.Model):
+    """One comparison of the outbox rows marked sent with what the streams hold, and the
+    republishing of what they lost (``producing/reconciliation.py``). Kept for the cockpit and
+    the metrics; written only by that module."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"  # the run itself could not go on (NATS unreachable): see error
+        SKIPPED = "skipped"  # another run held the lock
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The operator who asked for it; empty: the schedule",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True, help_text="Rows written from")
+    window_end = models.DateTimeField(null=True, blank=True, help_text="Rows sent until (now minus the settle delay)")
+    first_id = models.BigIntegerField(null=True, blank=True, help_text="The first outbox row checked")
+    last_id = models.BigIntegerField(null=True, blank=True, help_text="The last outbox row checked")
+    complete = models.BooleanField(
+        default=False, help_text="The walk reached the end of the window (else the next run goes on from last_id)"
+    )
+    checked = models.PositiveIntegerField(default=0)
+    missing = models.PositiveIntegerField(default=0)
+    republished = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    republished_ids = models.JSONField(default=list, blank=True, help_text="Message ids republished (the first 100)")
+    error = models.TextField(blank=True, help_text="Why the run or some of its rows failed (bounded)")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("run_reconciliation", "Can run the outbox reconciliation now")]
+
+    def __str__(self) -> str:
+        return f"reconciliation #{self.pk} ({self.status})"

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
+from apps.eventbus.producing.reconciliation import outbox_reconcile, reconciliation_runs_prune
 
 CHUNK = 5000
 
@@ -41,3 +42,16 @@ def prune_ledger() -> int:
     """Forget processed-message ids older than the retention, far beyond any redelivery window."""
     cutoff = timezone.now() - timedelta(days=settings.EVENTBUS["LEDGER_RETENTION_DAYS"])
     return _delete_in_chunks(ProcessedMessage.objects.filter(processed_at__lt=cutoff))
+
+
+@shared_task(name="eventbus.reconcile_outbox")
+def reconcile_outbox(run_id: int | None = None) -> dict:
+    """Compare the sent outbox rows of the window with the streams and republish what they lost
+    (``producing/reconciliation.py``): on the beat schedule (``run_id`` None) and when an operator
+    asks (the queued run's id). Then forget runs past their history."""
+    run = outbox_reconcile(run_id=run_id)
+    reconciliation_runs_prune()
+    return {
+        "run": run.pk, "status": run.status, "checked": run.checked, "missing": run.missing,
+        "republished": run.republished, "failed": run.failed,
+    }  # fmt: skip

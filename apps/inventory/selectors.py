@@ -1,5 +1,6 @@
 """Reads other apps may make of inventory (in-process, never through the tables)."""
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db.models import QuerySet
@@ -31,3 +32,9 @@ def product_get(*, sku: str) -> Product | None:
     if "\x00" in sku:
         return None  # PostgreSQL text cannot hold it, so no SKU has it
     return Product.objects.filter(sku=sku).first()
+
+
+def stock_decisions_for_orders(order_ids: Iterable[str]) -> dict[str, StockDecision]:
+    """Order id -> what inventory decided for it, for the orders inventory has heard of: one
+    query however many orders (a page of stuck orders reads them at once)."""
+    return {decision.order_id: decision for decision in StockDecision.objects.filter(order_id__in=set(order_ids))}

@@ -87,3 +87,80 @@ class BulkReprocessItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.dead_letter_id}"
+
+
+class ReplayRun(models.Model):
+    """A replay of one stream's history through one consumer's handlers
+    (``apps.eventbus.consuming.replay``), started from the cockpit and run by a Celery task.
+
+    The position (the last stream sequence replayed), the stream's last sequence and the verdict
+    counts are written after every batch. A worker that dies leaves the run ``running``; the
+    next worker (or the periodic resume) goes on after the last written position: a batch
+    replayed twice is harmless, the idempotency ledger makes its messages duplicates.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    MAX_ERROR = 1000
+
+    consumer = models.CharField(max_length=100)
+    stream = models.CharField(max_length=100)
+    from_seq = models.PositiveBigIntegerField(null=True, blank=True, help_text="the first stream sequence to replay")
+    since = models.DateTimeField(null=True, blank=True, help_text="replay the messages stored from this time on")
+    batch_size = models.PositiveIntegerField(default=500)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    position = models.PositiveBigIntegerField(default=0, help_text="the last stream sequence replayed")
+    last_seq = models.PositiveBigIntegerField(default=0, help_text="the stream's last sequence: where the run stops")
+    counts = models.JSONField(default=dict, blank=True, help_text="messages per verdict (handled, duplicate...)")
+    error = models.CharField(max_length=MAX_ERROR, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_replay_per_consumer",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(from_seq__isnull=True) | models.Q(since__isnull=True),
+                name="replay_from_a_sequence_or_a_time",
+            ),
+        ]
+        ordering = ["-created_at", "-id"]
+        default_permissions = ("view",)
+        permissions = [("start_replay", "Can start and cancel replays")]
+        verbose_name = "replay"
+
+    def __str__(self) -> str:
+        return f"replay #{self.pk} ({self.stream} through {self.consumer})"
+
+    @property
+    def start(self) -> str:
+        if self.from_seq:
+            return f"sequence {self.from_seq}"
+        if self.since:
+            return f"{self.since:%Y-%m-%d %H:%M:%S %Z}"
+        return "the start"
+
+    @property
+    def progress(self) -> float:
+        """How far through the stream, from where the run started (1.0 once completed)."""
+        if self.status == self.Status.COMPLETED:
+            return 1.0
+        first = (self.from_seq or 1) - 1
+        if self.last_seq <= first:
+            return 0.0
+        return min(1.0, max(0, self.position - first) / (self.last_seq - first))

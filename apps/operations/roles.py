@@ -2,7 +2,7 @@
 
 - ``operators``: see everything in the admin; reprocess, edit and discard dead letters;
   requeue or discard the events the relay set aside; pause and resume consumers; cancel an
-  order, refund a confirmed one; start and cancel replays.
+  order, refund a confirmed one; start and cancel replays; run the outbox reconciliation now.
 - ``auditors``: see everything; change nothing.
 
 Anything else is plain Django: staff users get what their own permissions say, superusers
@@ -20,6 +20,7 @@ OPERATOR_ACTIONS = (
     ("eventbus", "reprocess_deadletter"),
     ("eventbus", "discard_deadletter"),
     ("eventbus", "requeue_outboxdeadletter"),
+    ("eventbus", "run_reconciliation"),
     ("operations", "pause_consumer"),
     ("operations", "start_replay"),
     ("orders", "cancel_order"),

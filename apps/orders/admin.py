@@ -264,3 +264,6 @@ class OrderAdmin(LargeTableAdmin):
             ),
             "order-timeline",
         )
+
+
+from . import stuck_admin  # noqa: E402, F401 - registers the "Stuck orders" page

@@ -89,6 +89,13 @@ PLATFORM_CURRENCY = env_str("PLATFORM_CURRENCY", "EUR")
 READINESS_TIMEOUT = env_int("READINESS_TIMEOUT_MS", 2000, minimum=100) / 1000
 # A PENDING order older than this counts as stuck (the `orders_stuck` gauge, alert OrdersStuck).
 ORDERS_STUCK_AFTER_SECONDS = env_int("ORDERS_STUCK_AFTER_SECONDS", 300, minimum=1)
+# What the stuck-orders job (orders.apply_stuck_policy, every minute) does: `report` logs and
+# counts; `cancel` also cancels (with compensation, audited) each order PENDING longer than
+# ORDERS_STUCK_CANCEL_AFTER_SECONDS, which cannot be shorter than the stuck bound.
+ORDERS_STUCK_POLICY = env_str("ORDERS_STUCK_POLICY", "report", choices=("report", "cancel"))
+ORDERS_STUCK_CANCEL_AFTER_SECONDS = env_int(
+    "ORDERS_STUCK_CANCEL_AFTER_SECONDS", max(3600, ORDERS_STUCK_AFTER_SECONDS), minimum=ORDERS_STUCK_AFTER_SECONDS
+)
 # The payment provider; `make run` starts the simulator (`manage.py rungateway`) at this address.
 PAYMENT_GATEWAY_BREAKER = {
     "THRESHOLD": env_int("PAYMENT_GATEWAY_BREAKER_THRESHOLD", 5, minimum=1),
@@ -102,3 +109,16 @@ PAYMENT_GATEWAY_URL = (env_urls("PAYMENT_GATEWAY_URL", schemes=("http", "https")
 # The operator's cockpit: the default (and highest) rate of a bulk reprocess, dead letters/s.
 BULK_REPROCESS_RATE = env_int("BULK_REPROCESS_RATE", 20, minimum=1, maximum=1000)
 BULK_REPROCESS_MAX_RATE = env_int("BULK_REPROCESS_MAX_RATE", 200, minimum=1, maximum=10_000)
+# Outbox <-> stream reconciliation (apps/eventbus/producing/reconciliation.py; how often:
+# EVENTBUS_RECONCILE_INTERVAL_SECONDS in celery.py). Rows written in the last WINDOW (never
+# beyond the outbox retention) and sent at least SETTLE ago are looked up in their stream; a run
+# checks at most MAX_ROWS rows within MAX_SECONDS (the next run goes on where it stopped), with
+# CONCURRENCY lookups in flight. Runs are kept HISTORY_DAYS for the cockpit.
+EVENTBUS_RECONCILE = {
+    "WINDOW_MINUTES": env_int("EVENTBUS_RECONCILE_WINDOW_MINUTES", 360, minimum=1),
+    "SETTLE_SECONDS": env_int("EVENTBUS_RECONCILE_SETTLE_SECONDS", 30, minimum=0),
+    "MAX_ROWS": env_int("EVENTBUS_RECONCILE_MAX_ROWS", 50_000, minimum=1, maximum=1_000_000),
+    "MAX_SECONDS": env_int("EVENTBUS_RECONCILE_MAX_SECONDS", 120, minimum=1),
+    "CONCURRENCY": env_int("EVENTBUS_RECONCILE_CONCURRENCY", 64, minimum=1, maximum=1000),
+    "HISTORY_DAYS": env_int("EVENTBUS_RECONCILE_HISTORY_DAYS", 30, minimum=1),
+}

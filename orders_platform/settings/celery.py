@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_str
+from .env import env_int, env_str
 from .paths import DATA_DIR
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel", "filesystem")
@@ -59,5 +59,14 @@ CELERY_BEAT_SCHEDULE = {  # housekeeping; domain apps add their own jobs
     "prune-ledger": {"task": "eventbus.prune_ledger", "schedule": 6 * 3600},
     # Bulk reprocess runs whose worker died (and whose task message went with it) go on.
     "resume-bulk-reprocess": {"task": "operations.resume_bulk_reprocess", "schedule": 60},
+    # Replays too, after their last written batch (apps/operations/replays.py).
+    "resume-replays": {"task": "operations.resume_replays", "schedule": 60},
     "prune-idempotency-keys": {"task": "api.prune_idempotency_keys", "schedule": 3600},
+    # Orders PENDING too long: reported, or cancelled by ORDERS_STUCK_POLICY (apps/orders/tasks.py).
+    "apply-stuck-orders-policy": {"task": "orders.apply_stuck_policy", "schedule": 60},
+    # Sent events the streams lost (power loss) republished (apps/eventbus/producing/reconciliation.py).
+    "reconcile-outbox": {
+        "task": "eventbus.reconcile_outbox",
+        "schedule": env_int("EVENTBUS_RECONCILE_INTERVAL_SECONDS", 300, minimum=10),
+    },
 }

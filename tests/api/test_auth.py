@@ -19,6 +19,7 @@ PLACEHOLDERS = {
     "{sku}": "KB-001",
     "{dead_letter_id}": "1",
     "{name}": "payments",
+    "{fingerprint}": "0" * 64,
 }
 
 
@@ -41,6 +42,8 @@ def test_the_api_documents_the_endpoints_it_has():
         "/api/orders/6f1c2b8e-3d4a-4e5f-9a0b-1c2d3e4f5a6b/cancel/", "/api/products/", "/api/products/KB-001/",
         "/api/dead-letters/", "/api/dead-letters/1/", "/api/dead-letters/1/reprocess/", "/api/dead-letters/1/discard/",
         "/api/consumers/", "/api/consumers/payments/pause/", "/api/consumers/payments/resume/", "/api/auth/token/",
+        "/api/dead-letter-groups/", f"/api/dead-letter-groups/{'0' * 64}/",
+        f"/api/dead-letter-groups/{'0' * 64}/reprocess/", f"/api/dead-letter-groups/{'0' * 64}/discard/",
     } == paths  # fmt: skip
 
 

@@ -161,11 +161,12 @@ def test_each_nats_client_is_a_user_of_its_own_with_the_password_the_servers_exp
             clients[name] = user
     assert len(set(clients.values())) == len(clients), f"two services share a NATS user: {clients}"
     assert clients["init"] == "admin"
+    assert clients["worker"] == "worker", "the outbox reconciliation and the cockpit's replays"
     for name, user in clients.items():
         argv = service_argv(compose["services"][name], dockerfile_cmd())
         if consumer := consumer_of(argv):
             assert user == f"consumer-{consumer}", name
-    assert set(compose_app_services(compose)) - set(clients) == {"worker", "beat", "gateway"}
+    assert set(compose_app_services(compose)) - set(clients) == {"beat", "gateway"}
     for name, node in nats_nodes(compose).items():
         assert sorted(node["environment"]) == sorted(users.values()), name
         assert all(":?" in value for value in node["environment"].values()), f"{name}: a password may be unset"

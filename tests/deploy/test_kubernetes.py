@@ -30,7 +30,7 @@ from .support import (
 
 CRD_KINDS = {"ScaledObject"}  # KEDA's: test_autoscaling.py checks them against the CRD's schema
 PROCESSES = {"web", "relay", "worker", "beat", "gateway"}  # besides one Deployment per consumer
-NO_NATS = {"worker", "beat", "gateway"}  # Celery's tasks and the simulator never connect to NATS
+NO_NATS = {"beat", "gateway"}  # beat only schedules; the simulator is no NATS client
 # Celery's only check (`inspect ping`) goes through Redis: as a liveness probe it would restart
 # every worker in a Redis outage (worker.yaml explains). Readiness only.
 NO_LIVENESS = {"worker"}
@@ -202,6 +202,7 @@ def test_each_nats_client_is_a_user_of_its_own_with_its_password_and_the_ca_from
         assert pod(obj)["securityContext"]["fsGroup"] == pod(obj)["securityContext"]["runAsGroup"], name
     assert len(set(clients.values())) == len(clients), f"two workloads share a NATS user: {clients}"
     assert clients["migrate"] == "admin"
+    assert clients["worker"] == "worker", "the outbox reconciliation and the cockpit's replays"
 
 
 def test_the_configmap_asks_for_r3_streams_on_the_three_nats_servers_over_tls():

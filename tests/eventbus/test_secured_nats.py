@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import secrets
 import shutil
@@ -21,10 +22,12 @@ from django.core.management import call_command
 from django.db import transaction
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from apps.eventbus.consuming.replay import replay
 from apps.eventbus.jetstream import control, monitoring
-from apps.eventbus.jetstream.permissions import inbox_prefix, render, users
+from apps.eventbus.jetstream.permissions import durables, inbox_prefix, render, users
 from apps.eventbus.models import OutboxEvent
 from apps.eventbus.producing.outbox import outbox_write
+from apps.eventbus.producing.reconciliation import outbox_reconcile
 from apps.eventbus.registry import ConsumerSpec, registry
 from orders_platform.embedded import NatsServer, nats_server_binary
 from orders_platform.health import check_nats
@@ -241,6 +244,86 @@ def test_the_relay_and_web_users_cannot_consume_a_durable_nor_read_another_users
     assert 'nats: permissions violation for subscription to "testing.>"' in errors
     assert (user, "Subscription", "_INBOX.consumer-testing.>") in secured.violations()
     assert drained("TESTING", "testing") is False, "the message still waits for its consumer"
+
+
+@pytest.mark.slow
+def test_the_worker_user_reconciles_and_replays_but_cannot_consume_a_durable_create_one_or_destroy(
+    secured, settings, transactional_db
+):
+    """The Celery worker's jobs as ``worker``: the outbox reconciliation (look-ups by sequence, a
+    republish), a cockpit replay (an ephemeral consumer of its own), the stuck-orders job's look
+    at the consumers; what it is refused (the name-less CONSUMER.CREATE too: the server takes the
+    name from the body there and would update the durable it names)."""
+    settings.EVENTBUS_RECONCILE = {**settings.EVENTBUS_RECONCILE, "SETTLE_SECONDS": 0}
+    with transaction.atomic():
+        written = [outbox_write(SomethingHappened(value=i, correlation_id=f"agg-{i}")) for i in range(5)]
+    with Bus(secured.server).relay():  # as admin, the platform's user here
+        wait_for(lambda: not OutboxEvent.objects.filter(sent_at__isnull=True).exists(), 30, "the relay published")
+    lost = OutboxEvent.objects.get(pk=written[2].pk)
+    monitoring.call(lambda js: js.delete_msg("TESTING", lost.stream_sequence))  # the stream lost it
+    durable_before = monitoring.call(lambda js: js.consumer_info("TESTING", "testing")).config
+
+    as_user(settings, secured, "worker")
+    run = outbox_reconcile()  # STREAM.MSG.GET of each row's sequence, then the lost row republished
+    outcomes = asyncio.run(replay(registry.consumer("testing"), "TESTING"))  # CONSUMER.CREATE.TESTING.<its own>
+    _, states = monitoring.snapshot()  # the stuck-orders job: every declared consumer's state
+
+    async def scenario(client, errors):
+        js = client.jetstream(timeout=0.5)  # the server answers a refusal at once, with -ERR
+        durable = await js.pull_subscribe_bind(durable="testing", stream="TESTING")
+        body = {"stream_name": "TESTING", "config": {"name": "testing", "ack_policy": "explicit", "max_deliver": 1}}
+        refused = {}
+        for action, attempt in {
+            "fetch from a declared durable": lambda: durable.fetch(1, timeout=0.5),
+            "create a durable": lambda: js.add_consumer("TESTING", durable_name="worker-own", ack_policy="explicit"),
+            "change a durable, named in the subject": lambda: js.add_consumer("TESTING", name="testing", max_deliver=1),
+            # the name-less subject takes the name from the body, and would update the durable
+            "change a durable, named in the body": lambda: client.request(
+                "$JS.API.CONSUMER.CREATE.TESTING", json.dumps(body).encode(), 0.5
+            ),
+            "delete the stream": lambda: js.delete_stream("TESTING"),
+            "purge the stream": lambda: js.purge_stream("TESTING"),
+        }.items():
+            with pytest.raises(NatsTimeoutError):  # no answer: the server dropped the request
+                await attempt()
+            await asyncio.sleep(0.1)
+            refused[action] = errors[-1] if errors else None
+        return refused
+
+    refused, _ = secured.run("worker", scenario)
+    as_user(settings, secured, "admin")
+
+    assert (run.status, run.checked, run.missing, run.republished, run.failed) == ("completed", 5, 1, 1, 0)
+    assert run.republished_ids == [lost.message_id]
+    assert outcomes == {"handled": 5}, "the replay read the whole stream, the republished copy included"
+    assert {state.name for state in states} == set(registry.consumers) and not any(state.missing for state in states)
+    assert set(Effect.objects.filter(consumer="testing").values_list("message_id", flat=True)) == {
+        row.message_id for row in written
+    }
+    expected = {
+        "fetch from a declared durable": "$JS.API.CONSUMER.MSG.NEXT.TESTING.testing",
+        "create a durable": "$JS.API.CONSUMER.DURABLE.CREATE.TESTING.worker-own",
+        "change a durable, named in the subject": "$JS.API.CONSUMER.CREATE.TESTING.testing",
+        "change a durable, named in the body": "$JS.API.CONSUMER.CREATE.TESTING",
+        "delete the stream": "$JS.API.STREAM.DELETE.TESTING",
+        "purge the stream": "$JS.API.STREAM.PURGE.TESTING",
+    }
+    assert refused == {
+        action: f'nats: permissions violation for publish to "{subject.lower()}"'
+        for action, subject in expected.items()
+    }
+    (replay_delete, *others) = secured.violations()
+    assert re.fullmatch(r"\$JS\.API\.CONSUMER\.DELETE\.TESTING\.replay-testing-[0-9a-f]{12}", replay_delete[2])
+    assert [replay_delete[:2], *others] == [
+        ("worker", "Publish"),
+        *(("worker", "Publish", subject) for subject in expected.values()),
+    ], "its replay's consumer is left to expire (no process deletes consumers); nothing else was refused"
+    replay_consumer = replay_delete[2].rsplit(".", 1)[1]
+    consumers = {each.name for each in monitoring.call(lambda js: js.consumers_info("TESTING"))}
+    declared = {durable for stream, durable in durables(registry) if stream == "TESTING"}
+    assert consumers == declared | {replay_consumer}, "no durable was created"
+    assert monitoring.call(lambda js: js.consumer_info("TESTING", "testing")).config == durable_before
+    assert stream_messages("TESTING") == 5
 
 
 def test_a_runner_that_may_not_provision_says_to_run_nats_setup(bus, settings):

@@ -17,6 +17,7 @@ from apps.eventbus.bounds import body_text, clean_headers, clean_text, copyable_
 from apps.eventbus.consuming.delivery import correlation_id_of
 from apps.eventbus.contracts import ContractError, decode
 from apps.eventbus.deadletters.codec import MAX_TRACEBACK, Redelivery
+from apps.eventbus.deadletters.fingerprint import fingerprint_of
 from apps.eventbus.events import (
     DeadLetterDiscarded,
     DeadLetterEdited,
@@ -94,6 +95,13 @@ def _body_bytes(data: str | bytes) -> bytes:
         return data.encode("utf-8", "surrogatepass")
 
 
+def _grouping(consumer: str, subject: str, error_type: str, error: str, traceback: str) -> dict:
+    """The columns that group a dead letter with others that failed the same way, computed from
+    the values as stored (so a backfill of the row computes the same)."""
+    found = fingerprint_of(consumer=consumer, subject=subject, error_type=error_type, error=error, traceback=traceback)
+    return {"fingerprint": found.value, "error_signature": found.signature, "error_frame": found.frame}
+
+
 def dead_letter_identity(*, consumer: str, stream: str, stream_sequence: int) -> dict:
     """What identifies a dead letter (one consumer, one stream message), as stored."""
     return {
@@ -158,6 +166,11 @@ def dead_letter_record(
             "traceback": clean_text(traceback, MAX_TRACEBACK),
             "attempts": _counter(attempts),
         }
+        values.update(
+            _grouping(
+                identity["consumer"], values["subject"], values["error_type"], values["error"], values["traceback"]
+            )
+        )
         failed_at = failed_at if timezone.is_aware(failed_at) else timezone.make_aware(failed_at, UTC)
         try:
             with transaction.atomic():
@@ -178,13 +191,15 @@ def _record(identity: dict, values: dict, failed_at: datetime, note: str, reproc
             dead_letter.status_changed_at = timezone.now()
             dead_letter.error_type, dead_letter.error = values["error_type"], values["error"]
             dead_letter.traceback = values["traceback"]
+            for name in ("fingerprint", "error_signature", "error_frame"):  # its group is its latest failure's
+                setattr(dead_letter, name, values[name])
             dead_letter.last_failed_at = failed_at
             dead_letter.failures = min(dead_letter.failures + 1, MAX_COUNTER)
             dead_letter.attempts = min(dead_letter.attempts + values["attempts"], MAX_COUNTER)
             dead_letter.save(
                 update_fields=[
-                    "status", "status_changed_at", "error_type", "error", "traceback", "last_failed_at", "failures",
-                    "attempts",
+                    "status", "status_changed_at", "error_type", "error", "traceback", "fingerprint", "error_signature",
+                    "error_frame", "last_failed_at", "failures", "attempts",
                 ]
             )  # fmt: skip
             DeadLetterEvent.objects.create(dead_letter=dead_letter, kind=DeadLetterEvent.Kind.FAILED, note=note)
@@ -210,17 +225,19 @@ def _record_minimal(identity: dict, values: dict, exc: Exception) -> DeadLetter:
         f"its error was {clean_text(values['error_type'], 200)}: {clean_text(values['error'], 2000)}"
     )
     now = timezone.now()
+    subject = clean_text(values["subject"].encode("ascii", "backslashreplace").decode(), 200)
     with transaction.atomic():
         dead_letter, created = DeadLetter.objects.get_or_create(
             **identity,
             defaults={
-                "subject": clean_text(values["subject"].encode("ascii", "backslashreplace").decode(), 200),
+                "subject": subject,
                 "data": "",
                 "raw_data": _body_bytes(values["raw_data"] if values["raw_data"] is not None else values["data"]),
                 "size": values["size"],
                 "headers": {},
                 "error_type": "UnrecordableDeadLetter",
                 "error": error,
+                **_grouping(identity["consumer"], subject, "UnrecordableDeadLetter", error, ""),
                 "attempts": values["attempts"],
                 "first_failed_at": now,
                 "last_failed_at": now,

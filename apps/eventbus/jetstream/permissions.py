@@ -20,6 +20,19 @@ One account (``ORDERS``, JetStream enabled) holds one user per role:
   same on its ``<name>-advisories`` durable of the ADVISORIES stream, reads a message of its
   streams by sequence (the advisory names it) and publishes its own dead letters
   (``dlq.<name>``). Nothing else: no domain subject, no stream or consumer management.
+- ``worker``: the Celery worker's two jobs that touch NATS. The outbox reconciliation reads
+  messages by sequence (``STREAM.MSG.GET``) and republishes what a stream lost (the outbox's
+  subjects, as the relay). A replay started from the cockpit creates an *ephemeral* consumer
+  under a name of its own (``CONSUMER.CREATE.<stream>.<name>``) and fetches from it. Creating
+  and fetching are denied, by name, on every declared durable (the advisory ones too), so it
+  can neither change a durable nor take its messages. Not the name-less
+  ``CONSUMER.CREATE.<stream>``: the server takes the consumer's name from the request's body
+  there, and a body naming a durable *updates* it (filters, ``max_deliver``...: tried on
+  nats-server 2.15); on the named subject the subject's name wins. What a subject cannot
+  forbid: a body with ``durable_name`` equal to an undeclared name makes that consumer a
+  durable (streams keep messages by limits, so it holds nothing back; the cockpit lists it).
+  It cannot delete its consumer (no process deletes consumers): the server removes it after
+  a minute of inactivity.
 
 Every user but ``admin`` is also denied, explicitly, whatever deletes, purges, rewrites or
 copies out a stream (deny wins over allow, so a later widening of an allow list cannot grant
@@ -47,7 +60,7 @@ from apps.eventbus.jetstream.provisioning import advisory_durable
 from apps.eventbus.registry import ADVISORY_STREAM, DLQ_STREAM, Registry, registry
 
 ACCOUNT = "ORDERS"
-ADMIN, WEB, RELAY = "admin", "web", "relay"
+ADMIN, WEB, RELAY, WORKER = "admin", "web", "relay", "worker"
 CONSUMER_PREFIX = "consumer-"
 INBOX = "_INBOX"
 API = "$JS.API"
@@ -123,6 +136,7 @@ def durables(reg: Registry = registry) -> list[tuple[str, str]]:
 def users(reg: Registry = registry) -> list[User]:
     """Every user of the account, derived from the declared streams and consumers."""
     declared = durables(reg)
+    every_durable = [*declared, *((ADVISORY_STREAM, advisory_durable(name)) for name in reg.consumers)]
     web = User(
         WEB,
         "the web process: /readyz, the cockpit's stream and consumer state, pause/resume",
@@ -142,10 +156,31 @@ def users(reg: Registry = registry) -> list[User]:
         subscribe=(f"{inbox_prefix(RELAY)}.>",),
         publish_deny=(*DESTRUCTIVE, *CONSUMING),
     )
+    worker = User(
+        WORKER,
+        "the Celery worker: outbox reconciliation (look-ups, republishing), replays (ephemeral consumers)",
+        publish=(
+            *outbox_subjects(reg),
+            *(f"{API}.STREAM.INFO.{stream}" for stream in reg.streams),
+            *(f"{API}.STREAM.MSG.GET.{stream}" for stream in reg.streams),
+            *(f"{API}.CONSUMER.CREATE.{stream}.*" for stream in reg.streams),
+            *(f"{API}.CONSUMER.MSG.NEXT.{stream}.*" for stream in reg.streams),
+            # The stuck-orders job explains an order by its consumers' state (paused, backlog).
+            *(f"{API}.CONSUMER.INFO.{stream}.{durable}" for stream, durable in declared),
+        ),
+        subscribe=(f"{inbox_prefix(WORKER)}.>",),
+        publish_deny=(
+            *DESTRUCTIVE,
+            f"{ACK}.>",
+            *(f"{API}.CONSUMER.CREATE.{stream}.{durable}" for stream, durable in every_durable),
+            *(f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}" for stream, durable in every_durable),
+        ),
+    )
     result = [
         User(ADMIN, "nats_setup (the init job), replay, operators' tools", publish=None, subscribe=None),
         web,
         relay,
+        worker,
     ]
     for name, spec in reg.consumers.items():
         username = consumer_user(name)

@@ -1,5 +1,6 @@
 """Consumers and streams: not a model list but the live state of every stream and consumer
-(refreshed in place), with server-side pause and resume for operators."""
+(refreshed in place), with server-side pause and resume for operators, and a link to start a
+replay through each consumer (``replays.py``)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class ConsumerHealthAdmin(ReadOnlyAdmin):
             "health": now,
             "consumers": [(c, f"{changelist}?consumer__exact={c.name}") for c in now.consumers],
             "can_pause": self.has_pause_permission(request),
+            "can_replay": request.user.has_perm("operations.start_replay"),  # a "Replay…" link per consumer
         }
 
     def health_view(self, request):

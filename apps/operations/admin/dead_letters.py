@@ -1,9 +1,9 @@
 """Dead letters in the cockpit: the list (filters, exact search, a one-click reprocess per row),
 a page per dead letter (failure, original message, history, the order's timeline), reprocess,
-edit-and-reprocess, discard and the body as a download, and two bulk actions (a reprocess run,
-a discard). Read-only model admin; every change goes through a service
-(``apps.eventbus.deadletters.services``, ``apps.operations.services``), which also records it in the
-audit log."""
+edit-and-reprocess, discard and the body as a download, two bulk actions (a reprocess run,
+a discard), and the dead letters grouped by failure (``dead_letter_groups.py``). Read-only model
+admin; every change goes through a service (``apps.eventbus.deadletters.services``,
+``apps.operations.services``), which also records it in the audit log."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from apps.orders.selectors import order_exists
 
 from ..models import BulkReprocess
 from ..services import BulkDiscardError, BulkReprocessConflict, BulkReprocessError, bulk_discard, bulk_reprocess_start
+from .dead_letter_groups import DeadLetterGroupsMixin, FingerprintFilter
 from .forms import BulkReprocessForm, DiscardForm, EditForm
 from .widgets import STATUS_COLOURS, as_text, badge, shown
 
@@ -47,30 +48,31 @@ LIST_DEFERRED = ("data", "raw_data", "edited_data", "headers", "traceback")
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(LargeTableAdmin):
+class DeadLetterAdmin(DeadLetterGroupsMixin, LargeTableAdmin):
     list_display = [
         "id", "consumer", "subject", "error_type", "short_error", "attempts", "first_failed_at", "last_failed_at",
         "status_badge", "order",
     ]  # fmt: skip
     list_display_links = ["id"]
-    list_filter = ["status", "consumer", "subject", "error_type", "last_failed_at"]
+    list_filter = ["status", "consumer", "subject", "error_type", "last_failed_at", FingerprintFilter]
     search_fields = ["=correlation_id", "=message_id"]
     search_help_text = "An order id (the correlation id) or a message id, exactly."
     date_hierarchy = "last_failed_at"
     list_per_page = 50
     actions = ["reprocess_selected", "discard_selected"]
     fieldsets = [
-        ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "traceback_text", "attempts",
-                                 "failures", "first_failed_at", "last_failed_at"]}),
+        ("Failure", {"fields": ["status_badge", "consumer", "error_type", "error", "error_group", "traceback_text",
+                                 "attempts", "failures", "first_failed_at", "last_failed_at"]}),
         ("Original message", {"fields": ["stream", "subject", "stream_sequence", "message_id", "correlation_id",
                                           "order_and_timeline", "body_size", "payload", "edited_payload",
                                           "original_headers", "redelivery"]}),
         ("History", {"fields": ["history_table", "timeline"]}),
     ]  # fmt: skip
     readonly_fields = [
-        "status_badge", "consumer", "error_type", "error", "traceback_text", "attempts", "failures", "first_failed_at",
-        "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id", "order_and_timeline",
-        "body_size", "payload", "edited_payload", "original_headers", "redelivery", "history_table", "timeline",
+        "status_badge", "consumer", "error_type", "error", "error_group", "traceback_text", "attempts", "failures",
+        "first_failed_at", "last_failed_at", "stream", "subject", "stream_sequence", "message_id", "correlation_id",
+        "order_and_timeline", "body_size", "payload", "edited_payload", "original_headers", "redelivery",
+        "history_table", "timeline",
     ]  # fmt: skip
 
     # -- permissions: read-only (ReadOnlyAdmin), plus the two operator actions ---------
@@ -219,6 +221,7 @@ class DeadLetterAdmin(LargeTableAdmin):
             path("<int:pk>/discard/", wrap(self.discard_view), name="eventbus_deadletter_discard"),
             path("<int:pk>/edit/", wrap(self.edit_view), name="eventbus_deadletter_edit"),
             path("<int:pk>/body/", wrap(self.body_view), name="eventbus_deadletter_body"),
+            *self.group_urls(),
             *super().get_urls(),
         ]
 
