@@ -12,6 +12,7 @@ help:
 	@echo "make test         the test suite against real PostgreSQL and nats-server processes"
 	@echo "make bench        the benchmark suite (saga through the API, audit consumer), one table"
 	@echo "make lint         ruff lint and format check"
+	@echo "make check-contracts  event contracts against their snapshot in contracts/ (breaking changes fail)"
 	@echo "make stop         stop embedded servers left running by standalone manage.py commands"
 	@echo "make clean-data   stop them and delete the data folder (.data)"
 
@@ -48,6 +49,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Every event contract's JSON Schema against the committed snapshot (contracts/): fails on a change
+# that breaks a version, or on a snapshot not updated (`manage.py check_contracts --update` writes it).
+# It reads code only: placeholder URLs keep the development settings from starting the servers.
+# make check-contracts CONTRACTS_ARGS=--update rewrites the snapshot (refused on a breaking change).
+.PHONY: check-contracts
+check-contracts: $(STAMP)
+	DJANGO_SETTINGS_MODULE=orders_platform.settings.development DATABASE_URL=postgresql://unused@127.0.0.1:9/unused \
+		NATS_URL=nats://127.0.0.1:9 $(BIN)/python manage.py check_contracts --strict $(CONTRACTS_ARGS)
 
 stop: $(STAMP)
 	$(BIN)/python -m orders_platform.embedded stop
