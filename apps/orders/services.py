@@ -324,15 +324,14 @@ def order_cancel_as_operator(*, order_id: str, reason: str, actor) -> Order:
         order = _locked(order_id)
         if order is None:
             raise OrderNotFound(f"no order {order_id}")
-        before = order.status
-        decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=None)
-        order.save(update_fields=decision.fields)
+        # The action first: the cancellation it causes occurs after it (the timeline's order).
         action = OrderCancelledByOperator(
-            order_id=str(order.pk), reason=reason, status_before=before, correlation_id=str(order.pk),
+            order_id=str(order.pk), reason=reason, status_before=order.status, correlation_id=str(order.pk),
             **actor_fields(actor),
         )  # fmt: skip
-        # The domain event is caused by the operator's action: the timeline reads them in order.
-        outbox_write_many([action, decision.event.model_copy(update={"causation_id": action.message_id})])
+        decision = _transition(order, Order.Status.CANCELLED, reason=reason, causation_id=action.message_id)
+        order.save(update_fields=decision.fields)
+        outbox_write_many([action, decision.event])
     return order
 
 
