@@ -44,12 +44,15 @@ payment_gateway_circuit_open                       payments consumer           a
                                                      (apps/payments/gateway.py)
 payment_gateway_circuit_openings_total             payments consumer           how often the provider failed us
 orders_platform_django_http_*                      web (django-prometheus)     per-view latency, 5xx rate
-eventbus_reconcile_last_run_{checked,missing,      web, read from the last     missing > 0: events a stream lost,
-  republished,failed}                                ReconciliationRun at        republished (the cockpit's
-                                                     scrape time                 Outbox reconciliation page)
-eventbus_reconcile_last_run_succeeded,             web, the same               0, or an old timestamp: the
-  ..._last_run_timestamp_seconds,                                                reconciliation is not running
-  ..._last_success_timestamp_seconds
+eventbus_reconcile_last_run_checked                web, read from the last     rows looked up (the cockpit's
+                                                     ReconciliationRun when      Reconciliation runs page)
+                                                     scraped
+eventbus_reconcile_last_run_missing                web, the same               alert StreamLostAcknowledgedEvents
+eventbus_reconcile_last_run_republished            web, the same               lost events published again
+eventbus_reconcile_last_run_failed                 web, the same               rows it could not look up or republish
+eventbus_reconcile_last_run_succeeded              web, the same               0: the last run failed (NATS)
+eventbus_reconcile_last_run_timestamp_seconds      web, the same               when the last run ended
+eventbus_reconcile_last_success_timestamp_seconds  web, the same               alert ReconciliationNotRunning
 =================================================  ==========================  ==================================
 
 Where a gauge describes something shared (a stream, a durable consumer, the outbox, the

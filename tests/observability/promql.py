@@ -56,7 +56,21 @@ def platform_registry():
     import apps.payments.gateway  # noqa: F401
 
     Metrics.get_instance()
-    return REGISTRY
+    return _Platform(REGISTRY)
+
+
+class _Platform:
+    """The global registry, plus the families the web reads from the database when scraped
+    (``webmetrics.scraped_registry``): their names, from ``describe``, with no database."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        from apps.eventbus.producing.reconciliation import RunsCollector
+
+        yield from self.registry.collect()
+        yield from RunsCollector().describe()
 
 
 def sample_of(text: str, name: str, **labels: str) -> float | None:

@@ -601,10 +601,33 @@ async def _quiet(_exc: Exception) -> None:
 class RunsCollector:
     """The last runs' figures for Prometheus, read from PostgreSQL when scraped (see the module's
     docstring for why there). Nothing is exported before the first run, or when the database does
-    not answer (logged): a scrape never fails for it."""
+    not answer (logged): a scrape never fails for it. ``describe`` names every family without a
+    database (what a registry and the alert rules' tests read)."""
+
+    LAST_RUN = {
+        "eventbus_reconcile_last_run_timestamp_seconds": "When the last reconciliation run ended (completed or failed)",
+        "eventbus_reconcile_last_run_succeeded": (
+            "1 if the last reconciliation run completed, 0 if it failed (NATS did not answer)"
+        ),
+    }
+    LAST_SUCCESS = {
+        "eventbus_reconcile_last_success_timestamp_seconds": "When the last completed reconciliation run ended",
+        "eventbus_reconcile_last_run_checked": (
+            "Sent outbox rows the last completed reconciliation run looked up in their stream"
+        ),
+        "eventbus_reconcile_last_run_missing": (
+            "Sent events the last completed reconciliation run found missing from their stream"
+        ),
+        "eventbus_reconcile_last_run_republished": (
+            "Missing events the last completed reconciliation run published again"
+        ),
+        "eventbus_reconcile_last_run_failed": (
+            "Rows the last completed reconciliation run could not look up or republish"
+        ),
+    }
 
     def describe(self):
-        return []
+        return [GaugeMetricFamily(name, text) for name, text in {**self.LAST_RUN, **self.LAST_SUCCESS}.items()]
 
     def collect(self):
         try:
@@ -621,29 +644,18 @@ class RunsCollector:
             logger.warning("reconciliation metrics: %s", log_value(str(exc)))
             return
         if last is not None:
-            yield _gauge(
-                "eventbus_reconcile_last_run_timestamp_seconds",
-                "When the last reconciliation run ended (completed or failed)",
+            values = [
                 last["finished_at"].timestamp(),
-            )
-            yield _gauge(
-                "eventbus_reconcile_last_run_succeeded",
-                "1 if the last reconciliation run completed, 0 if it failed (NATS did not answer)",
                 1.0 if last["status"] == ReconciliationRun.Status.COMPLETED else 0.0,
-            )
+            ]
+            for (name, text), value in zip(self.LAST_RUN.items(), values, strict=True):
+                yield _gauge(name, text, value)
         if completed is not None:
-            yield _gauge(
-                "eventbus_reconcile_last_success_timestamp_seconds",
-                "When the last completed reconciliation run ended",
-                completed["finished_at"].timestamp(),
-            )
-            for figure, text in (
-                ("checked", "Sent outbox rows the last completed reconciliation run looked up in their stream"),
-                ("missing", "Sent events the last completed reconciliation run found missing from their stream"),
-                ("republished", "Missing events the last completed reconciliation run published again"),
-                ("failed", "Rows the last completed reconciliation run could not look up or republish"),
-            ):
-                yield _gauge(f"eventbus_reconcile_last_run_{figure}", text, float(completed[figure]))
+            values = [completed["finished_at"].timestamp()] + [
+                float(completed[figure]) for figure in ("checked", "missing", "republished", "failed")
+            ]
+            for (name, text), value in zip(self.LAST_SUCCESS.items(), values, strict=True):
+                yield _gauge(name, text, value)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
