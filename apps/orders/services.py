@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
-from apps.eventbus.bounds import clean_text
+from apps.eventbus.bounds import clean_text, log_value
 from apps.eventbus.contracts import Event
 from apps.eventbus.events import actor_fields
 from apps.eventbus.producing.outbox import outbox_write, outbox_write_many
@@ -198,7 +198,9 @@ def order_outcomes_record(*, outcomes: list[Outcome]) -> list[Order | None]:
         recorded.append(order)
         if order is None:
             UNKNOWN_ORDER_OUTCOMES.labels(outcome.subject).inc()
-            logger.info("outcome %s for an order this platform did not create: %s", outcome.subject, outcome.order_id)
+            logger.info(
+                "outcome %s for an order this platform did not create: %s", outcome.subject, log_value(outcome.order_id)
+            )
             continue
         facts = {name: value for name, value in outcome.facts().items() if _moves_on(getattr(order, name), value)}
         for name, value in facts.items():

@@ -140,6 +140,15 @@ def test_unknown_and_foreign_order_ids_are_counted_and_skipped_and_the_rest_of_t
     assert [e["order_id"] for e in events("orders.cancelled.v1")] == [str(second.id)]
 
 
+def test_a_foreign_order_id_reaches_the_log_as_one_bounded_line(catalogue, caplog):
+    """Outcome contracts leave order_id unbounded (a bound would now be a breaking change)."""
+    hostile = "x\nFORGED log line\x1b[31m" + "y" * 100_000
+    with caplog.at_level("INFO", logger="apps.orders.services"):
+        assert record(paid(hostile)) == [None]
+    (line,) = [r.getMessage() for r in caplog.records if "did not create" in r.getMessage()]
+    assert "\n" not in line and "\x1b" not in line and len(line) < 400
+
+
 def test_a_batch_of_only_unknown_orders_writes_nothing(catalogue):
     assert record(paid("external-7"), reserved(uuid.UUID(int=1))) == [None, None]
     assert not OutboxEvent.objects.exclude(subject="orders.created.v1").exists()
