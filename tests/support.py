@@ -74,6 +74,18 @@ def wait_for_status(url: str, status: int, timeout: float) -> bool:
     return wait_until(lambda: http_status(url, timeout=2) == status, timeout=timeout, interval=0.2)
 
 
+def other_session(*, autocommit: bool = True):
+    """A second PostgreSQL session on the test's database (another worker, another relay):
+    psycopg's own connection, opened with Django's parameters."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=autocommit)
+
+
 def child_database_url() -> str:
     """The URL of the database pytest-django created, for child processes of a test."""
     from django.db import connection

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from apps.eventbus.bounds import truncate
+
 from .models import AuditEntry
+
+# An event's payload is a flat object (contracts nest lines one level down); a body nested deeper
+# than this came from a hostile producer and is shown as text: parsing or rendering it would
+# exhaust the stack of the request that shows it.
+MAX_PAYLOAD_DEPTH = 32
+MAX_BODY_SHOWN = 4000
 
 
 def order_timeline(order_id: str) -> list[dict]:
@@ -13,10 +21,7 @@ def order_timeline(order_id: str) -> list[dict]:
     (the envelope's ``occurred_at``; the log receives the streams' events interleaved)."""
     timeline = []
     for entry in AuditEntry.objects.filter(correlation_id=order_id).order_by("id"):
-        try:
-            payload = json.loads(entry.body)
-        except ValueError:
-            payload = None
+        payload = _payload(entry.body)
         timeline.append(
             {
                 "subject": entry.subject,
@@ -25,7 +30,8 @@ def order_timeline(order_id: str) -> list[dict]:
                 "stream_sequence": entry.stream_sequence,
                 "received_at": entry.received_at,
                 "occurred_at": _occurred_at(payload) or entry.received_at,
-                "payload": payload,
+                "payload": payload,  # None: not JSON, or nested too deep (see ``body``)
+                "body": truncate(entry.body, MAX_BODY_SHOWN) if payload is None else None,
             }
         )
     return sorted(timeline, key=lambda event: event["occurred_at"])
@@ -38,3 +44,23 @@ def _occurred_at(payload) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed is not None and parsed.tzinfo is not None else None
+
+
+def _payload(body: str):
+    """The body as JSON, or None: not JSON, or nested deeper than ``MAX_PAYLOAD_DEPTH`` (too deep
+    for ``json`` itself: its ``RecursionError``, as everywhere a body from outside is parsed)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    level, depth = [payload], 0
+    while level:  # breadth first, no recursion
+        level = [child for node in level if isinstance(node, dict | list) for child in _children(node)]
+        depth += 1
+        if depth > MAX_PAYLOAD_DEPTH:
+            return None
+    return payload
+
+
+def _children(node: dict | list):
+    return node.values() if isinstance(node, dict) else node

@@ -19,7 +19,23 @@ class Consumer(models.Model):
         return self.name
 
 
-class BulkReprocess(models.Model):
+class OperatorJob(models.Model):
+    """What every job an operator starts from the cockpit records: who started and who cancelled
+    it, and when it was created, started and finished."""
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        abstract = True
+
+
+class BulkReprocess(OperatorJob):
     """Reprocessing many dead letters of one consumer, at a bounded rate, by a Celery task.
 
     The selection is frozen when the run is created (one :class:`BulkReprocessItem` per dead
@@ -42,13 +58,6 @@ class BulkReprocess(models.Model):
     reprocessed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0, help_text="resolved or discarded meanwhile: left alone")
     description = models.CharField(max_length=300, blank=True, help_text="how the selection was made")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    cancelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
 
     class Meta:
         constraints = [
@@ -89,7 +98,7 @@ class BulkReprocessItem(models.Model):
         return f"{self.run_id}/{self.dead_letter_id}"
 
 
-class ReplayRun(models.Model):
+class ReplayRun(OperatorJob):
     """A replay of one stream's history through one consumer's handlers
     (``apps.eventbus.consuming.replay``), started from the cockpit and run by a Celery task.
 
@@ -119,13 +128,6 @@ class ReplayRun(models.Model):
     last_seq = models.PositiveBigIntegerField(default=0, help_text="the stream's last sequence: where the run stops")
     counts = models.JSONField(default=dict, blank=True, help_text="messages per verdict (handled, duplicate...)")
     error = models.CharField(max_length=MAX_ERROR, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    cancelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
 
     class Meta:
         constraints = [

@@ -21,11 +21,13 @@ import logging
 from collections import Counter
 from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.common import jobs
+from apps.common.jobs import Lock
 from apps.eventbus.bounds import clean_text, log_value
 from apps.eventbus.consuming.replay import replay
 from apps.eventbus.events import actor_fields
@@ -37,7 +39,6 @@ from .models import ReplayRun
 
 logger = logging.getLogger(__name__)
 
-REPLAY_LOCK = 7_411_003  # pg_advisory_lock(REPLAY_LOCK, run id): one worker per run
 DEFAULT_BATCH = 500
 MAX_BATCH = 1000  # messages per fetch and per transaction of the handlers
 MAX_SEQUENCE = 2**63 - 1  # a JetStream sequence is a uint64; the column a signed bigint
@@ -118,10 +119,7 @@ def _enqueue(run_ids: list[int]) -> None:
     from .tasks import run_replay
 
     for run_id in run_ids:
-        try:
-            run_replay.delay(run_id)
-        except Exception:  # the broker is down: the periodic resume queues it later
-            logger.exception("replay #%s: could not queue its task; it will be resumed", run_id)
+        jobs.queue(run_replay, run_id, what="replay")
 
 
 @transaction.atomic
@@ -148,15 +146,8 @@ def replay_run(*, run_id: int) -> str:
     """Replay a run to its end (or its cancel), writing its progress after every batch. Safe to
     call twice at once (the second returns at once) and after a crash (it goes on after the last
     written position). A failure (NATS unreachable, the stream missing) marks the run failed."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [REPLAY_LOCK, run_id])
-        if not cursor.fetchone()[0]:
-            return "held by another worker"
-    try:
-        return _run(run_id)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [REPLAY_LOCK, run_id])
+    with jobs.held(Lock.REPLAY, run_id) as mine:
+        return _run(run_id) if mine else "held by another worker"
 
 
 def _run(run_id: int) -> str:

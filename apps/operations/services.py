@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.common import jobs
+from apps.common.jobs import Lock
 from apps.eventbus.deadletters.services import (
     REPROCESSABLE,
     DeadLetterStateError,
@@ -28,7 +30,6 @@ from .models import BulkReprocess, BulkReprocessItem
 
 logger = logging.getLogger(__name__)
 
-RUN_LOCK = 7_411_002  # pg_advisory_lock(RUN_LOCK, run id): one worker per run
 CANCEL_CHECK_EVERY = 1.0  # seconds
 MAX_BULK_DISCARD = 5000  # discarding is done in the request; beyond this, narrow the filter
 
@@ -96,10 +97,7 @@ def _enqueue(run_ids: list[int]) -> None:
     from .tasks import run_bulk_reprocess
 
     for run_id in run_ids:
-        try:
-            run_bulk_reprocess.delay(run_id)
-        except Exception:  # the broker is down: the periodic resume task queues it later
-            logger.exception("bulk reprocess #%s: could not queue its task; it will be resumed", run_id)
+        jobs.queue(run_bulk_reprocess, run_id, what="bulk reprocess")
 
 
 @transaction.atomic
@@ -128,15 +126,8 @@ def bulk_reprocess_run(
 ) -> str:
     """Work through a run's remaining items at its rate. Safe to call twice at once (the second
     returns at once) and after a crash (it resumes after the last committed item)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK, run_id])
-        if not cursor.fetchone()[0]:
-            return "held by another worker"
-    try:
-        return _run(run_id, sleep, clock)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK, run_id])
+    with jobs.held(Lock.BULK_REPROCESS, run_id) as mine:
+        return _run(run_id, sleep, clock) if mine else "held by another worker"
 
 
 def _run(run_id: int, sleep, clock) -> str:

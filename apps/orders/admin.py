@@ -25,6 +25,8 @@ class ReasonForm(forms.Form):
         max_length=services.MAX_REASON,
         help_text="Required: why. It is kept on the order, in its events and in the audit log, with your name.",
     )
+    # The status the operator read on the confirmation page: the saga may decide the order meanwhile.
+    expected_status = forms.ChoiceField(choices=Order.Status.choices, required=False, widget=forms.HiddenInput)
 
 
 # The operator's actions on an order: (permission codename, service, page title, button, what follows).
@@ -146,10 +148,11 @@ class OrderAdmin(LargeTableAdmin):
             raise PermissionDenied
         order = get_object_or_404(Order, pk=pk)
         page = reverse("admin:orders_order_change", args=[order.pk])
-        form = ReasonForm(request.POST or None)
+        form = ReasonForm(request.POST or None, initial={"expected_status": order.status})
         if request.method == "POST" and form.is_valid():
+            read = {"expected_status": form.cleaned_data["expected_status"] or None} if action == "cancel" else {}
             try:
-                service(order_id=str(order.pk), reason=form.cleaned_data["reason"], actor=request.user)
+                service(order_id=str(order.pk), reason=form.cleaned_data["reason"], actor=request.user, **read)
             except OrderError as exc:
                 self.message_user(request, f"Nothing was done: {exc.message}.", messages.ERROR)
             else:
@@ -259,7 +262,12 @@ class OrderAdmin(LargeTableAdmin):
         return html_table(
             ["occurred", "event", "stream", "payload"],
             (
-                (e["occurred_at"], e["subject"], f"{e['stream']} #{e['stream_sequence']}", pretty_json(e["payload"]))
+                (
+                    e["occurred_at"],
+                    e["subject"],
+                    f"{e['stream']} #{e['stream_sequence']}",
+                    pretty_json(e["body"] if e["payload"] is None else e["payload"]),
+                )
                 for e in events
             ),
             "order-timeline",

@@ -314,18 +314,23 @@ def order_cancel(*, order_id: str, reason: str, causation_id: str | None = None)
 MAX_REASON = 500
 
 
-def order_cancel_as_operator(*, order_id: str, reason: str, actor) -> Order:
+def order_cancel_as_operator(*, order_id: str, reason: str, actor, expected_status: str | None = None) -> Order:
     """An operator's cancellation (``actor`` None: the platform's stuck-orders policy):
     PENDING or CONFIRMED -> CANCELLED, with ``orders.cancelled.v1`` (payments refunds what it
     captured, inventory releases what it reserved, each exactly once) and
-    ``operator.order_cancelled.v1`` naming who and why, in one transaction. Raises
-    :class:`OrderNotFound`, :class:`InvalidTransition` (decided already: cancelled), or
-    :class:`InvalidOrder` (no reason)."""
+    ``operator.order_cancelled.v1`` naming who and why, in one transaction.
+
+    ``expected_status``: the status the caller decided on (the page the operator read, the
+    PENDING order the policy found); the saga may have moved the order on since, and then
+    nothing is done. Raises :class:`OrderNotFound`, :class:`InvalidTransition` (cancelled
+    already, or no longer ``expected_status``), or :class:`InvalidOrder` (no reason)."""
     reason = _operator_reason(reason)
     with transaction.atomic():
         order = _locked(order_id)
         if order is None:
             raise OrderNotFound(f"no order {order_id}")
+        if expected_status is not None and order.status != expected_status:
+            raise InvalidTransition(f"order {order.pk} is {order.status} now, no longer {expected_status}")
         # The action first: the cancellation it causes occurs after it (the timeline's order).
         action = OrderCancelledByOperator(
             order_id=str(order.pk), reason=reason, status_before=order.status, correlation_id=str(order.pk),

@@ -9,9 +9,8 @@
   payments refunds and inventory releases once, and ``operator.order_cancelled.v1`` records
   the reason (its age and what it waits on) on the order's timeline.
 
-Each order is cancelled in its own transaction, after locking it and seeing it still PENDING:
-an order the saga decided meanwhile is skipped (the operator's cancel would cancel a
-CONFIRMED order too).
+Each order is cancelled in its own transaction, only if it is still PENDING
+(``expected_status``): an order the saga decided meanwhile is skipped.
 
 **An order whose charge may be in flight is skipped** (payments holds its Payment PENDING):
 cancelling it would not stop the charge, only make payments wait for it before refunding,
@@ -29,7 +28,6 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 
 from .errors import OrderError
 from .models import Order
@@ -94,10 +92,9 @@ def _cancel(stuck: Stuck) -> str:
     if stuck.charge_in_flight:  # counted, not logged one by one: they come back every run
         return "skipped_charge_in_flight"
     try:
-        with transaction.atomic():
-            if not Order.objects.select_for_update().filter(pk=stuck.order.pk, status=Order.Status.PENDING).exists():
-                return "skipped_decided"
-            order_cancel_as_operator(order_id=str(stuck.order.pk), reason=reason(stuck), actor=None)
+        order_cancel_as_operator(
+            order_id=str(stuck.order.pk), reason=reason(stuck), actor=None, expected_status=Order.Status.PENDING
+        )
     except OrderError as exc:  # InvalidTransition, OrderNotFound: decided (or gone) meanwhile
         logger.info("stuck order %s not cancelled: %s", stuck.order.pk, exc)
         return "skipped_decided"

@@ -2,12 +2,12 @@
 
 import time
 
-import psycopg
-from django.db import connection, transaction
+from django.db import transaction
 
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.eventbus.producing.outbox import outbox_write
 from tests.bus import wait_for
+from tests.support import other_session
 from tests.testapp.events import SomethingHappened, SomethingHappenedV2
 from tests.testapp.models import Effect
 
@@ -108,10 +108,7 @@ def test_a_relay_whose_whole_batch_waits_on_another_relay_publishes_nothing_then
     with transaction.atomic():
         first = outbox_write(SomethingHappened(value=1, correlation_id="order-a"))
         second = outbox_write(SomethingHappened(value=2, correlation_id="order-a"))
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params) as other_relay:
+    with other_session(autocommit=False) as other_relay:
         other_relay.execute(f"SELECT id FROM {OutboxEvent._meta.db_table} WHERE id = %s FOR UPDATE", [first.pk])
         with bus.relay(batch_size=10):
             time.sleep(1.0)  # rounds that find only the blocked event

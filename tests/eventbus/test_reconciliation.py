@@ -11,17 +11,16 @@ import json
 import urllib.request
 from datetime import timedelta
 
-import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.common.jobs import Lock
 from apps.eventbus.headers import RECONCILED_ID
 from apps.eventbus.models import OutboxEvent, ProcessedMessage, ReconciliationRun
 from apps.eventbus.producing.outbox import outbox_write
 from apps.eventbus.producing.reconciliation import (
-    RECONCILE_LOCK,
     RUN_KEY,
     outbox_reconcile,
     reconciliation_request,
@@ -30,7 +29,7 @@ from apps.eventbus.tasks import reconcile_outbox
 from orders_platform import celery_app
 from tests.bus import wait_for
 from tests.observability.promql import sample_of
-from tests.support import start_celery_worker, stop_celery_worker
+from tests.support import other_session, start_celery_worker, stop_celery_worker
 from tests.testapp.events import SomethingHappened
 from tests.testapp.models import Effect
 
@@ -216,11 +215,8 @@ def test_two_runs_never_overlap_and_an_interrupted_run_is_closed(operator):
     interrupted.refresh_from_db()
     assert interrupted.status == "failed" and "interrupted" in interrupted.error
 
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as other_worker:
-        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [RECONCILE_LOCK, RUN_KEY])
+    with other_session() as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [Lock.RECONCILIATION, RUN_KEY])
         skipped = outbox_reconcile(run_id=queued.pk)
         assert (skipped.pk, skipped.status) == (queued.pk, "skipped") and "another reconciliation" in skipped.error
         assert outbox_reconcile().status == "skipped", "the schedule's run steps aside too"
@@ -228,6 +224,16 @@ def test_two_runs_never_overlap_and_an_interrupted_run_is_closed(operator):
     assert figures(run) == ("completed", 0, 0, 0, 0) and run.complete
     (requested,) = OutboxEvent.objects.filter(subject="operator.outbox_reconciliation_requested.v1")
     assert json.loads(requested.body)["actor"] == "olivia"
+
+
+@pytest.mark.django_db
+def test_the_other_jobs_holding_their_locks_do_not_stop_a_reconciliation():
+    """One lock kind per job (apps/common/jobs.py): a replay run #1 once held (7_411_003, 1),
+    the very lock of a reconciliation run, and every reconciliation was skipped meanwhile."""
+    with other_session() as other_worker:
+        for kind in (Lock.REPLAY, Lock.BULK_REPROCESS):
+            other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [kind, RUN_KEY])
+        assert outbox_reconcile().status == "completed"
 
 
 @pytest.mark.slow

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
-from django.db import connection
 
+from apps.common.jobs import Lock
 from apps.eventbus.deadletters.services import dead_letter_mark_resolved
 from apps.eventbus.models import DeadLetter, DeadLetterEvent, OutboxEvent
 from apps.operations.models import BulkReprocess
 from apps.operations.services import (
-    RUN_LOCK,
     BulkReprocessConflict,
     BulkReprocessError,
     bulk_reprocess_cancel,
@@ -22,7 +20,7 @@ from apps.operations.services import (
 )
 from orders_platform.embedded.procs import wait_until
 from tests.factories import make_dead_letter
-from tests.support import start_celery_worker, stop_celery_worker
+from tests.support import other_session, start_celery_worker, stop_celery_worker
 
 
 class FakeClock:
@@ -116,11 +114,8 @@ def test_a_crashed_run_resumes_after_the_last_committed_item(operator):
 def test_a_second_worker_on_the_same_run_steps_aside(operator):
     make_dead_letter()
     [run] = bulk_reprocess_start(dead_letters=DeadLetter.objects.all(), actor=operator, rate=10)
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as other_worker:
-        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK, run.pk])
+    with other_session() as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s, %s)", [Lock.BULK_REPROCESS, run.pk])
 
         assert bulk_reprocess_run(run_id=run.pk) == "held by another worker"
 

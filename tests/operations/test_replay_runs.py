@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
+from apps.common import jobs
+from apps.common.jobs import Lock
 from apps.eventbus.models import OutboxEvent, ProcessedMessage
 from apps.operations.models import ReplayRun
-from apps.operations.replays import REPLAY_LOCK, ReplayConflict, ReplayError, replay_run, replay_start
+from apps.operations.replays import ReplayConflict, ReplayError, replay_run, replay_start
 from tests.bus import wait_for
 from tests.support import start_celery_worker, stop_celery_worker
 from tests.testapp.events import SomethingHappened
@@ -44,12 +45,8 @@ def form_errors(response) -> dict[str | None, list[str]]:
 
 def replay_worker_done(run: ReplayRun) -> bool:
     """The run's advisory lock is free: no worker is replaying it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [REPLAY_LOCK, run.pk])
-        if not cursor.fetchone()[0]:
-            return False
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [REPLAY_LOCK, run.pk])
-    return True
+    with jobs.held(Lock.REPLAY, run.pk) as free:
+        return free
 
 
 @pytest.mark.slow

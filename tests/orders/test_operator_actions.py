@@ -212,3 +212,34 @@ def test_an_operator_refunds_from_the_admin_and_the_page_tells_the_truth_about_m
     html = page(client, order)
     assert f"charged 25.00 {order.currency}; refunded 25.00 {order.currency}; kept 0.00 {order.currency}" in html
     assert '<div class="readonly">Refunded</div>' in html and '<div class="readonly">Captured</div>' not in html
+
+
+def test_an_order_the_saga_confirmed_after_the_operator_read_its_page_is_not_cancelled(client, order, operator):
+    """The confirmation page carries the status the operator read; the saga may move on meanwhile."""
+    client.force_login(operator)
+    url = f"/admin/orders/order/{order.pk}/cancel/"
+    assert 'name="expected_status" value="PENDING"' in client.get(url).content.decode()
+    confirmed(order)  # the saga decides while the operator types the reason
+    written = OutboxEvent.objects.count()
+
+    page = client.post(url, {"reason": "looks stuck", "expected_status": "PENDING"}, follow=True).content.decode()
+
+    assert "Nothing was done" in page and "is CONFIRMED now, no longer PENDING" in page
+    assert Order.objects.get(pk=order.pk).status == "CONFIRMED" and OutboxEvent.objects.count() == written
+
+
+@pytest.mark.parametrize("depth", [900, 100_000], ids=["deep", "deeper-than-the-parser"])
+def test_the_order_page_shows_a_hostile_deeply_nested_event_on_its_timeline(client, order, operator, depth):
+    from apps.audit.models import AuditEntry
+    from apps.audit.selectors import order_timeline
+
+    body = "[" * depth + "]" * depth
+    AuditEntry.objects.create(
+        subject="orders.confirmed.v1", message_id="m-deep", correlation_id=str(order.pk), stream="ORDERS",
+        stream_sequence=1, body=body, previous_hash="0" * 64, hash="1" * 64,
+    )  # fmt: skip
+    (event,) = order_timeline(str(order.pk))  # what the API's order detail returns too
+    assert event["payload"] is None and event["body"].startswith("[[[")
+    client.force_login(operator)
+    response = client.get(f"/admin/orders/order/{order.pk}/change/")
+    assert response.status_code == 200 and "orders.confirmed.v1" in response.content.decode()

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import re
@@ -72,12 +71,14 @@ from datetime import datetime, timedelta
 
 import nats.errors
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 from nats.js.errors import APIError, NoStreamResponseError
 from prometheus_client.core import GaugeMetricFamily
 
+from apps.common import jobs
+from apps.common.jobs import Lock
 from apps.eventbus.bounds import clean_text, log_value
 from apps.eventbus.events import MAX_REPORTED_IDS, OutboxReconciled, OutboxReconciliationRequested, actor_fields
 from apps.eventbus.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID, RECONCILED_ID
@@ -89,8 +90,7 @@ from apps.eventbus.wire import NATS_HEADER_LINE, unpublishable
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_LOCK = 7_411_003  # pg_try_advisory_lock(RECONCILE_LOCK, RUN_KEY): one run at a time
-RUN_KEY, REQUEST_KEY = 1, 2  # REQUEST_KEY: a transaction lock, so two clicks queue one run
+RUN_KEY, REQUEST_KEY = 1, 2  # of Lock.RECONCILIATION; REQUEST_KEY: a transaction lock, so two clicks queue one run
 API = "$JS.API"
 NO_MESSAGE = 10037  # JetStream's err_code for "no message found" (none at that sequence)
 CHUNK = 500  # rows read and looked up at a time
@@ -117,8 +117,7 @@ def reconciliation_request(*, actor) -> tuple[ReconciliationRun, bool]:
     who asked. Returns ``(run, created)``: a run already queued or running is returned instead
     of queuing a second one."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RECONCILE_LOCK, REQUEST_KEY])
+        jobs.lock_for_transaction(Lock.RECONCILIATION, REQUEST_KEY)
         _close_interrupted(holding=False)
         active = ReconciliationRun.objects.filter(status__in=ACTIVE).order_by("id").first()
         if active is not None:
@@ -132,10 +131,7 @@ def reconciliation_request(*, actor) -> tuple[ReconciliationRun, bool]:
 def _enqueue(run_id: int) -> None:
     from apps.eventbus.tasks import reconcile_outbox
 
-    try:
-        reconcile_outbox.delay(run_id)
-    except Exception:  # the broker is down: the next scheduled run takes the queued run
-        logger.exception("reconciliation #%s: could not queue its task; the next scheduled run takes it", run_id)
+    jobs.queue(reconcile_outbox, run_id, what="reconciliation")  # else the next scheduled run takes it
 
 
 def outbox_reconcile(*, run_id: int | None = None, reg: Registry = registry) -> ReconciliationRun:
@@ -212,14 +208,11 @@ class _Tally:
 
 
 def _try_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [RECONCILE_LOCK, RUN_KEY])
-        return cursor.fetchone()[0]
+    return jobs.try_lock(Lock.RECONCILIATION, RUN_KEY)
 
 
 def _unlock() -> None:
-    with contextlib.suppress(Exception), connection.cursor() as cursor:  # a lost connection took the lock along
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [RECONCILE_LOCK, RUN_KEY])
+    jobs.unlock(Lock.RECONCILIATION, RUN_KEY)
 
 
 def _close_interrupted(*, holding: bool) -> None:

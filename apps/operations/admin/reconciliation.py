@@ -21,16 +21,9 @@ from apps.eventbus.models import ReconciliationRun
 from apps.eventbus.producing.reconciliation import ACTIVE, reconciliation_request
 
 from .outbox import format_age
-from .widgets import badge
+from .widgets import badge, run_badge
 
 RUN_PERMISSION = "eventbus.run_reconciliation"
-STATUS_COLOURS = {
-    ReconciliationRun.Status.QUEUED: "#666",
-    ReconciliationRun.Status.RUNNING: "#b36b00",
-    ReconciliationRun.Status.COMPLETED: "#2e7d32",
-    ReconciliationRun.Status.FAILED: "#ba2121",
-    ReconciliationRun.Status.SKIPPED: "#999",
-}
 
 
 @admin.register(ReconciliationRun)
@@ -73,7 +66,7 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
         label = run.get_status_display()
         if run.status == ReconciliationRun.Status.COMPLETED and not run.complete:
             label += " (window not finished: the next run goes on)"
-        return badge(label, STATUS_COLOURS.get(run.status, "#666"))
+        return run_badge(run, label)
 
     @admin.display(description="triggered by")
     def triggered(self, run: ReconciliationRun):

@@ -23,16 +23,9 @@ from apps.eventbus.registry import registry
 
 from ..models import ReplayRun
 from ..replays import DEFAULT_BATCH, MAX_BATCH, ReplayError, replay_cancel, replay_start
-from .widgets import badge
+from .widgets import run_badge
 
 PERMISSION = "operations.start_replay"
-STATUS_COLOURS = {
-    ReplayRun.Status.QUEUED: "#666",
-    ReplayRun.Status.RUNNING: "#b36b00",
-    ReplayRun.Status.COMPLETED: "#2e7d32",
-    ReplayRun.Status.CANCELLED: "#666",
-    ReplayRun.Status.FAILED: "#ba2121",
-}
 
 
 def streams_by_consumer() -> dict[str, list[str]]:
@@ -96,7 +89,7 @@ class ReplayRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, run: ReplayRun):
-        return badge(run.get_status_display(), STATUS_COLOURS[run.status])
+        return run_badge(run)
 
     @admin.display(description="progress")
     def progress_bar(self, run: ReplayRun):

@@ -15,6 +15,20 @@ STATUS_COLOURS = {
     DeadLetter.Status.FAILED_AGAIN: "#8e0000",
     DeadLetter.Status.DISCARDED: "#666",
 }
+# The cockpit's jobs (replays, reconciliation runs): their statuses share these values.
+RUN_STATUS_COLOURS = {
+    "queued": "#666",
+    "running": "#b36b00",
+    "completed": "#2e7d32",
+    "cancelled": "#666",
+    "failed": "#ba2121",
+    "skipped": "#999",
+}
+
+
+def run_badge(run, label: str | None = None):
+    """A job's status as a badge (``label``: its status's own by default)."""
+    return badge(run.get_status_display() if label is None else label, RUN_STATUS_COLOURS.get(run.status, "#666"))
 
 
 def as_text(value) -> str:
